@@ -1,0 +1,324 @@
+"""Every configuration key, with one comment each.
+
+The first half reproduces deep-person-reid's ``scripts/default_config.py`` key
+for key (same names, same defaults), so a YAML written for torchreid loads
+unchanged. The second half adds reid_ir's own keys.
+"""
+
+from __future__ import annotations
+
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+# ---------------------------------------------------------------------------
+# torchreid's keys (deep-person-reid scripts/default_config.py)
+# ---------------------------------------------------------------------------
+_C.model = CN()
+# Backbone name in torchreid's model zoo (osnet_x0_25, resnet50, ...).
+_C.model.name = "resnet50"
+# Load ImageNet weights for the backbone (needs internet the first time).
+_C.model.pretrained = True
+# Path to model weights to load before training or for --eval-only.
+_C.model.load_weights = ""
+# Path to a checkpoint to resume from (same as the CLI's --resume PATH).
+_C.model.resume = ""
+
+_C.data = CN()
+# Dataset type; only 'image' is supported by reid_ir.
+_C.data.type = "image"
+# Folder that holds one sub-folder per dataset (market1501/, dukemtmc-reid/, ...).
+_C.data.root = "reid-data"
+# Training datasets by torchreid name (market1501, dukemtmcreid, market1501_imb, synthetic_market, ...).
+_C.data.sources = ["market1501"]
+# Evaluation datasets by torchreid name.
+_C.data.targets = ["market1501"]
+# Number of data loading worker processes.
+_C.data.workers = 4
+# Split index (for datasets with several splits).
+_C.data.split_id = 0
+# Input image height in pixels.
+_C.data.height = 256
+# Input image width in pixels.
+_C.data.width = 128
+# Train on train + query + gallery (torchreid's combineall).
+_C.data.combineall = False
+# Training augmentations (torchreid names: random_flip, random_crop, random_erase, color_jitter, ...).
+_C.data.transforms = ["random_flip"]
+# Number of independent augmentations of each training image.
+_C.data.k_tfm = 1
+# Normalisation mean (ImageNet's by default).
+_C.data.norm_mean = [0.485, 0.456, 0.406]
+# Normalisation std (ImageNet's by default).
+_C.data.norm_std = [0.229, 0.224, 0.225]
+# Output folder: logs, merged config, checkpoints, metrics, plots.
+_C.data.save_dir = "log"
+# Also load the target datasets' training sets (unused by reid_ir's engine).
+_C.data.load_train_targets = False
+
+_C.market1501 = CN()
+# Add Market-1501's 500k distractors to the gallery.
+_C.market1501.use_500k_distractors = False
+_C.cuhk03 = CN()
+# CUHK03: use labelled (True) or detected (False) boxes.
+_C.cuhk03.labeled_images = False
+# CUHK03: use the classic 20-split protocol.
+_C.cuhk03.classic_split = False
+# CUHK03: evaluate with CUHK03's single-gallery-shot metric.
+_C.cuhk03.use_metric_cuhk03 = False
+
+_C.sampler = CN()
+# Training sampler: RandomSampler, RandomIdentitySampler, SequentialSampler,
+# RandomDomainSampler, RandomDatasetSampler (torchreid) or ClassBalancedSampler (reid_ir).
+_C.sampler.train_sampler = "RandomSampler"
+# Sampler of the target training loader (unused by reid_ir's engine).
+_C.sampler.train_sampler_t = "RandomSampler"
+# Images per identity in a batch (RandomIdentitySampler, ClassBalancedSampler).
+_C.sampler.num_instances = 4
+# Cameras per batch (RandomDomainSampler).
+_C.sampler.num_cams = 1
+# Datasets per batch (RandomDatasetSampler).
+_C.sampler.num_datasets = 1
+
+_C.video = CN()
+# Video re-ID: images sampled per tracklet (kept for YAML compatibility).
+_C.video.seq_len = 15
+# Video re-ID: how to sample a tracklet (kept for YAML compatibility).
+_C.video.sample_method = "evenly"
+# Video re-ID: how to pool a tracklet (kept for YAML compatibility).
+_C.video.pooling_method = "avg"
+
+_C.train = CN()
+# Optimizer: adam, amsgrad, sgd, rmsprop, radam (torchreid.optim).
+_C.train.optim = "adam"
+# Base learning rate.
+_C.train.lr = 0.0003
+# Weight decay.
+_C.train.weight_decay = 5e-4
+# Number of training epochs.
+_C.train.max_epoch = 60
+# First epoch (set automatically on resume).
+_C.train.start_epoch = 0
+# Training batch size.
+_C.train.batch_size = 32
+# Epochs during which only train.open_layers are trained.
+_C.train.fixbase_epoch = 0
+# Layers trained during the fixbase epochs.
+_C.train.open_layers = ["classifier"]
+# Give train.new_layers the base lr and the rest base_lr_mult x lr.
+_C.train.staged_lr = False
+# Layers that get the full lr when staged_lr is on.
+_C.train.new_layers = ["classifier"]
+# lr multiplier of the pretrained layers when staged_lr is on.
+_C.train.base_lr_mult = 0.1
+# LR scheduler: single_step, multi_step, cosine.
+_C.train.lr_scheduler = "single_step"
+# Epochs at which the lr decays (step schedulers).
+_C.train.stepsize = [20]
+# LR decay factor.
+_C.train.gamma = 0.1
+# Log the training losses every this many iterations.
+_C.train.print_freq = 20
+# Random seed (python, numpy, torch).
+_C.train.seed = 1
+
+_C.sgd = CN()
+# SGD / RMSprop momentum.
+_C.sgd.momentum = 0.9
+# SGD dampening.
+_C.sgd.dampening = 0.0
+# SGD Nesterov momentum.
+_C.sgd.nesterov = False
+_C.rmsprop = CN()
+# RMSprop smoothing constant.
+_C.rmsprop.alpha = 0.99
+_C.adam = CN()
+# Adam beta1.
+_C.adam.beta1 = 0.9
+# Adam beta2.
+_C.adam.beta2 = 0.999
+
+_C.loss = CN()
+# Loss name in reid_ir's loss registry (softmax, softmax_triplet, am_softmax, ir_am_softmax, ...).
+_C.loss.name = "softmax"
+_C.loss.softmax = CN()
+# Label smoothing (epsilon 0.1, as torchreid's CrossEntropyLoss).
+_C.loss.softmax.label_smooth = True
+_C.loss.triplet = CN()
+# Triplet margin (hard-mining triplet loss, euclidean distance).
+_C.loss.triplet.margin = 0.3
+# Weight of the triplet term in softmax_triplet.
+_C.loss.triplet.weight_t = 1.0
+# Weight of the cross-entropy term in softmax_triplet.
+_C.loss.triplet.weight_x = 0.0
+
+_C.test = CN()
+# Feature-extraction batch size.
+_C.test.batch_size = 100
+# Distance: euclidean or cosine.
+_C.test.dist_metric = "euclidean"
+# L2-normalise features before computing distances.
+_C.test.normalize_feature = False
+# CMC ranks to report.
+_C.test.ranks = [1, 5, 10, 20]
+# Evaluate only (same as the CLI's --eval-only).
+_C.test.evaluate = False
+# Evaluate every this many epochs (-1: only after the last epoch).
+_C.test.eval_freq = -1
+# First epoch at which periodic evaluation starts.
+_C.test.start_eval = 0
+# Apply k-reciprocal re-ranking (Zhong et al., 2017).
+_C.test.rerank = False
+# Write ranked-result images for some queries.
+_C.test.visrank = False
+# Gallery images shown per query in visrank.
+_C.test.visrank_topk = 10
+
+# ---------------------------------------------------------------------------
+# reid_ir's keys
+# ---------------------------------------------------------------------------
+# Use CUDA when available; set False to force the CPU.
+_C.use_gpu = True
+
+# Model additions.
+# Embedding size: 0 keeps the backbone's own feature size; >0 adds a linear + BN projection.
+_C.model.embedding_dim = 0
+
+# Data additions.
+# Skip (and count) unreadable images instead of stopping with an error.
+_C.data.skip_corrupt = False
+# Evaluate on the first N query images only (0: all); for quick checks.
+_C.data.max_query = 0
+
+_C.data.synthetic = CN()
+# Synthetic data: identities in the training split.
+_C.data.synthetic.num_train_ids = 40
+# Synthetic data: identities in query/gallery.
+_C.data.synthetic.num_test_ids = 40
+# Synthetic data: images per identity per camera in the training split.
+_C.data.synthetic.images_per_camera = 3
+# Synthetic data: number of cameras.
+_C.data.synthetic.num_cameras = 4
+# Synthetic data: gallery distractor images (Market pid 0).
+_C.data.synthetic.num_distractors = 20
+# Synthetic data: gallery junk images (Market pid -1).
+_C.data.synthetic.num_junk = 10
+# Synthetic data: image size as (height, width).
+_C.data.synthetic.image_size = [128, 64]
+# Synthetic data: generator seed.
+_C.data.synthetic.seed = 0
+
+_C.data.imbalance = CN()
+# Imbalance profile of the training identities: full, long_tail, tail_fewshot, balanced_control.
+_C.data.imbalance.profile = "full"
+# Path to a split manifest JSON (overrides the profile keys below when set).
+_C.data.imbalance.manifest = ""
+# Seed of the split (which identities become head or tail).
+_C.data.imbalance.seed = 0
+# long_tail: imbalance ratio rho = n_max / n_min.
+_C.data.imbalance.rho = 10.0
+# long_tail: image count of the largest identity (0: the largest count available).
+_C.data.imbalance.n_max = 0
+# long_tail: floor on any identity's image count.
+_C.data.imbalance.min_images = 1
+# tail_fewshot: fraction of identities reduced to few shots.
+_C.data.imbalance.tail_fraction = 0.5
+# tail_fewshot: images kept per tail identity.
+_C.data.imbalance.tail_images = 2
+# balanced_control: the imbalanced profile whose identities and image count it matches.
+_C.data.imbalance.control_of = "long_tail"
+
+_C.loss.margin = CN()
+# Scale s of normalised heads (NormFace, CosFace, ArcFace, SphereFace).
+_C.loss.margin.scale = 30.0
+# Additive margin m (CosFace: cosine margin; ArcFace: angular margin in radians).
+_C.loss.margin.m = 0.35
+# SphereFace multiplicative angular margin (integer).
+_C.loss.margin.sphere_m = 4
+# SphereFace lambda annealing: lambda = max(lambda_min, base * (1 + gamma * it) ** -power).
+_C.loss.margin.sphere_lambda_base = 1000.0
+# SphereFace lambda annealing gamma.
+_C.loss.margin.sphere_lambda_gamma = 0.12
+# SphereFace lambda annealing power.
+_C.loss.margin.sphere_lambda_power = 1.0
+# SphereFace lambda floor.
+_C.loss.margin.sphere_lambda_min = 5.0
+
+_C.loss.ir = CN()
+# Center update rule of IR heads: ema, center_loss or exact.
+_C.loss.ir.update = "ema"
+# ema: momentum mu in c <- mu c + (1 - mu) batch-mean.
+_C.loss.ir.momentum = 0.9
+# center_loss: step alpha in c <- c - alpha sum(c - x) / (1 + n).
+_C.loss.ir.alpha = 0.5
+
+_C.loss.weighted = CN()
+# Class weights of weighted_softmax: inverse (n_c ** -beta) or effective (Cui et al., 2019).
+_C.loss.weighted.rule = "inverse"
+# inverse rule exponent beta.
+_C.loss.weighted.beta = 1.0
+# effective-number rule gamma.
+_C.loss.weighted.gamma = 0.999
+
+_C.loss.unpg = CN()
+# Wrap the head named by loss.name with UNPG (same as the unpg_ prefix).
+_C.loss.unpg.enabled = False
+# Box-and-whisker width w: keep negatives in [Q1 - w IQR, Q3 + w IQR].
+_C.loss.unpg.whisker = 1.5
+# All-gather embeddings across ranks for the metric-loss pairs.
+_C.loss.unpg.gather = False
+
+_C.loss.clmle = CN()
+# Clusters per class (fewer for classes with fewer images).
+_C.loss.clmle.clusters_per_class = 3
+# Re-cluster every this many epochs.
+_C.loss.clmle.refresh_epochs = 1
+# Angular margin between a sample's cluster and the other clusters of its class (radians).
+_C.loss.clmle.margin_within = 0.1
+# Angular margin between a sample's cluster and the nearest cluster of another class (radians).
+_C.loss.clmle.margin_between = 0.2
+# Weight of the softmax term added to the CLMLE loss (0: none).
+_C.loss.clmle.softmax_weight = 1.0
+# k of the k-nearest-cluster classifier.
+_C.loss.clmle.knc_k = 5
+
+# Training additions.
+# Use deterministic algorithms and single-process data order (bit-exact resume tests).
+_C.train.deterministic = False
+# Save a checkpoint every this many epochs (the last epoch is always saved).
+_C.train.checkpoint_period = 1
+# Checkpoints kept on disk besides the latest (0: keep all).
+_C.train.keep_checkpoints = 2
+# Torch intra-op threads (0: torch's default).
+_C.train.num_threads = 0
+# Stop when the loss becomes NaN or inf (keeps the last good checkpoint).
+_C.train.stop_on_nan = True
+
+_C.diagnostics = CN()
+# Record the angle between each class weight and its feature center every epoch.
+_C.diagnostics.weight_center_angle = True
+# Classes with at least this quantile of image counts count as 'head' in the summaries.
+_C.diagnostics.head_quantile = 0.8
+
+# Test additions.
+# Search backend: auto (faiss if importable), faiss or torch.
+_C.test.backend = "auto"
+# Queries per evaluation chunk (bounds memory).
+_C.test.chunk_size = 1024
+# Largest CMC rank computed.
+_C.test.max_rank = 50
+# k-reciprocal re-ranking k1.
+_C.test.rerank_k1 = 20
+# k-reciprocal re-ranking k2.
+_C.test.rerank_k2 = 6
+# k-reciprocal re-ranking lambda.
+_C.test.rerank_lambda = 0.3
+# Number of queries written by visrank.
+_C.test.visrank_num = 20
+# Also report closed-set kNC accuracy on the training identities (CLMLE).
+_C.test.knc = False
+
+
+def get_cfg() -> CN:
+    """Return a fresh copy of the default configuration."""
+    return _C.clone()
