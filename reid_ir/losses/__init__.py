@@ -1,0 +1,15 @@
+"""Losses: one registry (``LOSSES``), one module per loss family.
+
+| ``loss.name``                    | module                 |
+|----------------------------------|------------------------|
+| softmax                          | ``softmax.py``         |
+| softmax_triplet, triplet         | ``triplet.py``         |
+
+Importing this package registers every loss.
+"""
+
+from reid_ir.losses import softmax, triplet  # noqa: F401  (registration side effects)
+from reid_ir.losses.base import LossOutput, ReidLoss
+from reid_ir.losses.registry import LOSSES, build_loss, build_loss_from_cfg, loss_kwargs
+
+__all__ = ["LOSSES", "LossOutput", "ReidLoss", "build_loss", "build_loss_from_cfg", "loss_kwargs"]

@@ -1,0 +1,176 @@
+"""Load YAML configs (with ``_BASE_`` inheritance) and command-line overrides.
+
+Differences from plain yacs, all deliberate:
+
+* ``_BASE_: path`` (or a list of paths) in a YAML file merges the base files
+  first, relative to the file that names them (detectron2's convention);
+* an unknown key fails naming the key, the file and close known keys;
+* an int given for a float key is accepted (``rho: 10`` for ``rho: 10.0``).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from reid_ir.config.defaults import get_cfg
+
+BASE_KEY = "_BASE_"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (unknown key, wrong type, bad YAML)."""
+
+
+def _read_yaml(path: Path, _stack: tuple[Path, ...] = ()) -> dict:
+    """Read ``path`` and everything its ``_BASE_`` names, merged base-first."""
+    path = path.resolve()
+    if path in _stack:
+        chain = " -> ".join(str(p) for p in (*_stack, path))
+        raise ConfigError(f"{path}: _BASE_ inheritance forms a cycle: {chain}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        base_path = Path(os.path.expanduser(base))
+        if not base_path.is_absolute():
+            base_path = path.parent / base_path
+        merged = _deep_update(merged, _read_yaml(base_path, (*_stack, path)))
+    return _deep_update(merged, data)
+
+
+def _deep_update(base: dict, new: Mapping) -> dict:
+    out = dict(base)
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
+    """Return ``value`` in the type of ``default`` or raise naming the key."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    elif default is None:
+        return value
+    raise ConfigError(
+        f"{source}: key {full_key!r} expects {type(default).__name__} (default {default!r}), "
+        f"got {type(value).__name__} {value!r}"
+    )
+
+
+def _merge(cfg: CN, data: Mapping, source: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        full_key = f"{prefix}{key}"
+        if key not in cfg:
+            known = [f"{prefix}{k}" for k in cfg.keys()]
+            close = difflib.get_close_matches(full_key, known, n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            raise ConfigError(f"{source}: unknown config key {full_key!r}{hint}")
+        current = cfg[key]
+        if isinstance(current, CN):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: key {full_key!r} is a section; expected a mapping, got {value!r}")
+            _merge(current, value, source, f"{full_key}.")
+        else:
+            cfg[key] = _coerce(value, current, full_key, source)
+
+
+def merge_from_file(cfg: CN, path: str | os.PathLike) -> CN:
+    """Merge the YAML file ``path`` (and its ``_BASE_`` chain) into ``cfg``."""
+    _merge(cfg, _read_yaml(Path(path)), str(path))
+    return cfg
+
+
+def _parse_override(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+
+def merge_from_list(cfg: CN, opts: Iterable[str]) -> CN:
+    """Merge command-line overrides ``["loss.name", "am_softmax", "train.lr", "0.01", ...]``."""
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")
+    for key, text in zip(opts[0::2], opts[1::2], strict=True):
+        nested: dict = {}
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_override(text)
+        _merge(cfg, nested, "command line")
+    return cfg
+
+
+def load_cfg(path: str | os.PathLike | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
+    """Defaults, then the YAML ``path`` (if given), then ``opts``.
+
+    Args:
+        path: YAML config file; ``_BASE_`` files are merged first.
+        opts: flat list of KEY VALUE overrides.
+        freeze: freeze the returned node.
+
+    Returns:
+        The merged config.
+
+    Raises:
+        ConfigError: unknown key, wrong type, missing file or invalid YAML.
+    """
+    cfg = get_cfg()
+    if path:
+        merge_from_file(cfg, path)
+    merge_from_list(cfg, opts)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def save_cfg(cfg: CN, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(cfg.dump(), encoding="utf-8")
+    os.replace(tmp, path)
