@@ -281,6 +281,12 @@ _C.loss.clmle.margin_between = 0.2
 _C.loss.clmle.softmax_weight = 1.0
 # k of the k-nearest-cluster classifier.
 _C.loss.clmle.knc_k = 5
+# Images per cluster a class needs to get more than one cluster (1 image -> 1 cluster).
+_C.loss.clmle.min_cluster_size = 4
+# Spherical k-means iterations per class at every refresh.
+_C.loss.clmle.kmeans_iters = 20
+# Base k-means seed (class c uses kmeans_seed + c), so clusters are reproducible.
+_C.loss.clmle.kmeans_seed = 0
 
 # Training additions.
 # Use deterministic algorithms and single-process data order (bit-exact resume tests).
