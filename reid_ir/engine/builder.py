@@ -1,0 +1,159 @@
+"""cfg -> everything a run needs: seeds, data, model, loss, optimizer, hooks, engine.
+
+This is the only module of the engine that reads the config; each function
+maps config keys to the plain arguments of one component.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from reid_ir import compat
+from reid_ir.data.build import build_datamanager
+from reid_ir.engine.engine import ReidEngine
+from reid_ir.engine.hooks.checkpointer import CheckpointHook
+from reid_ir.engine.hooks.evaluator import EvaluationHook
+from reid_ir.engine.hooks.train_logger import TrainLoggerHook
+from reid_ir.losses import build_loss_from_cfg
+from reid_ir.models import build_backbone, load_model_weights
+
+logger = logging.getLogger(__name__)
+
+
+def set_random_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; optionally force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def optimizer_kwargs(cfg: Any) -> dict:
+    """Keyword arguments of torchreid's ``build_optimizer``."""
+    return {
+        "optim": cfg.train.optim,
+        "lr": cfg.train.lr,
+        "weight_decay": cfg.train.weight_decay,
+        "momentum": cfg.sgd.momentum,
+        "sgd_dampening": cfg.sgd.dampening,
+        "sgd_nesterov": cfg.sgd.nesterov,
+        "rmsprop_alpha": cfg.rmsprop.alpha,
+        "adam_beta1": cfg.adam.beta1,
+        "adam_beta2": cfg.adam.beta2,
+        "staged_lr": cfg.train.staged_lr,
+        "new_layers": list(cfg.train.new_layers),
+        "base_lr_mult": cfg.train.base_lr_mult,
+    }
+
+
+def lr_scheduler_kwargs(cfg: Any) -> dict:
+    """Keyword arguments of torchreid's ``build_lr_scheduler``."""
+    return {
+        "lr_scheduler": cfg.train.lr_scheduler,
+        "stepsize": list(cfg.train.stepsize),
+        "gamma": cfg.train.gamma,
+        "max_epoch": cfg.train.max_epoch,
+    }
+
+
+def engine_run_kwargs(cfg: Any) -> dict:
+    """Keyword arguments of ``ReidEngine.run`` (deep-person-reid's mapping)."""
+    return {
+        "save_dir": cfg.data.save_dir,
+        "max_epoch": cfg.train.max_epoch,
+        "start_epoch": cfg.train.start_epoch,
+        "fixbase_epoch": cfg.train.fixbase_epoch,
+        "open_layers": list(cfg.train.open_layers),
+        "start_eval": cfg.test.start_eval,
+        "eval_freq": cfg.test.eval_freq,
+        "test_only": cfg.test.evaluate,
+        "print_freq": cfg.train.print_freq,
+        "dist_metric": cfg.test.dist_metric,
+        "normalize_feature": cfg.test.normalize_feature,
+        "visrank": cfg.test.visrank,
+        "visrank_topk": cfg.test.visrank_topk,
+        "use_metric_cuhk03": cfg.cuhk03.use_metric_cuhk03,
+        "ranks": list(cfg.test.ranks),
+        "rerank": cfg.test.rerank,
+    }
+
+
+def evaluator_kwargs(cfg: Any) -> dict:
+    """Keyword arguments ``ReidEngine.test`` passes on to ``reid_ir.evaluation.evaluate``."""
+    return {
+        "backend": cfg.test.backend,
+        "max_rank": cfg.test.max_rank,
+        "chunk_size": cfg.test.chunk_size,
+        "rerank_k1": cfg.test.rerank_k1,
+        "rerank_k2": cfg.test.rerank_k2,
+        "rerank_lambda": cfg.test.rerank_lambda,
+    }
+
+
+def test_kwargs(cfg: Any) -> dict:
+    """All keyword arguments of ``ReidEngine.test`` from cfg."""
+    return {
+        "dist_metric": cfg.test.dist_metric,
+        "normalize_feature": cfg.test.normalize_feature,
+        "ranks": tuple(cfg.test.ranks),
+        "rerank": cfg.test.rerank,
+        "visrank_topk": cfg.test.visrank_topk,
+        **evaluator_kwargs(cfg),
+    }
+
+
+def build_default_hooks(cfg: Any) -> list:
+    """Checkpointing, evaluation, logging and (optionally) weight-center diagnostics."""
+    hooks = [
+        CheckpointHook(period=cfg.train.checkpoint_period, keep=cfg.train.keep_checkpoints),
+        EvaluationHook(eval_freq=cfg.test.eval_freq, start_eval=cfg.test.start_eval, test_kwargs=test_kwargs(cfg)),
+        TrainLoggerHook(print_freq=cfg.train.print_freq),
+    ]
+    try:
+        from reid_ir.engine.hooks.weight_center_angle import build_diagnostics_hooks
+    except ImportError:  # diagnostics module not installed in this build
+        return hooks
+    return hooks + list(build_diagnostics_hooks(cfg))
+
+
+class TrainableModules(nn.ModuleDict):
+    """Backbone and loss under the names torchreid's optimizer options expect.
+
+    ``train.staged_lr`` with ``new_layers: ['classifier']`` gives the loss (which
+    holds the classifier) the full lr and the backbone ``base_lr_mult`` x lr.
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
+        super().__init__({"backbone": model, "classifier": criterion})
+
+
+def build_engine(cfg: Any) -> ReidEngine:
+    """Build the engine of a run from cfg (seeds, data, model, loss, optimizer, hooks)."""
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_random_seed(cfg.train.seed, cfg.train.deterministic)
+    use_gpu = bool(cfg.use_gpu and torch.cuda.is_available())
+    datamanager = build_datamanager(cfg)
+    model = build_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.embedding_dim, use_gpu)
+    if cfg.model.load_weights:
+        load_model_weights(model, cfg.model.load_weights)
+    train_pids = np.asarray([item[1] for item in datamanager.train_loader.dataset.train], dtype=np.int64)
+    class_counts = torch.from_numpy(np.bincount(train_pids, minlength=datamanager.num_train_pids))
+    criterion = build_loss_from_cfg(cfg, datamanager.num_train_pids, model.feat_dim, class_counts)
+    optimizer = compat.optim.build_optimizer(TrainableModules(model, criterion), **optimizer_kwargs(cfg))
+    scheduler = compat.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
+    engine = ReidEngine(
+        datamanager, model, criterion, optimizer, scheduler,
+        use_gpu=use_gpu, hooks=build_default_hooks(cfg), stop_on_nan=cfg.train.stop_on_nan,
+    )
+    engine.visrank_num = cfg.test.visrank_num
+    return engine

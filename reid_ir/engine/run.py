@@ -1,0 +1,99 @@
+"""setup(args) -> cfg, main(args) -> exit code: what ``tools/train_net.py`` runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from reid_ir.config import ConfigError, load_cfg, save_cfg
+from reid_ir.engine.launch import check_output_folder, init_distributed, setup_logging
+
+logger = logging.getLogger("reid_ir")
+
+#: errors that come from user input: reported in one line, exit code 2
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError)
+
+
+def setup(args: Any):
+    """Merge the config, prepare the output folder and logging.
+
+    Returns:
+        (cfg, rank, world_size)
+    """
+    opts = list(args.opts or [])
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    cfg = load_cfg(args.config_file or None, opts, freeze=False)
+    if args.eval_only:
+        cfg.test.evaluate = True
+    if args.visrank:
+        cfg.test.visrank = True
+        cfg.test.visrank_num = args.visrank
+    if args.resume and args.resume != "auto":
+        cfg.model.resume = args.resume
+    elif args.resume == "auto":
+        cfg.model.resume = cfg.data.save_dir
+    cfg.freeze()
+    rank, world = init_distributed()
+    check_output_folder(cfg.data.save_dir, resume=bool(cfg.model.resume), eval_only=cfg.test.evaluate)
+    setup_logging(cfg.data.save_dir, rank=rank)
+    if rank == 0:
+        save_cfg(cfg, Path(cfg.data.save_dir) / "config.yaml")
+    logger.info("config %s -> output %s", args.config_file or "(defaults)", cfg.data.save_dir)
+    return cfg, rank, world
+
+
+def format_results(results: dict, ranks=(1, 5)) -> str:
+    """A small Markdown table of rank-k and mAP per target dataset."""
+    header = "| dataset | " + " | ".join(f"rank-{r}" for r in ranks) + " | mAP | mINP |"
+    lines = [header, "|" + "---|" * (len(ranks) + 3)]
+    for name, m in results.items():
+        cells = [f"{100 * m[f'rank{r}']:.1f}" for r in ranks] + [f"{100 * m['mAP']:.1f}", f"{100 * m['mINP']:.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def train_and_evaluate(cfg: Any) -> dict:
+    """Build the engine from cfg, resume if asked, run; returns metrics per target."""
+    from reid_ir.engine.builder import build_engine, engine_run_kwargs, test_kwargs
+
+    engine = build_engine(cfg)
+    if cfg.model.resume:
+        engine.resume(cfg.model.resume)
+    tic = time.time()
+    if cfg.test.evaluate:
+        kwargs = test_kwargs(cfg)
+        results = engine.test(save_dir=cfg.data.save_dir, visrank=cfg.test.visrank, **kwargs)
+    else:
+        results = engine.run(**engine_run_kwargs(cfg))
+    summary = {
+        "results": results,
+        "train_seconds": round(getattr(engine, "train_time", 0.0), 1),
+        "wall_seconds": round(time.time() - tic, 1),
+        "epochs": cfg.train.max_epoch,
+        "loss": cfg.loss.name,
+        "model": cfg.model.name,
+    }
+    if engine.is_main_process:
+        from reid_ir.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(cfg.data.save_dir) / "final_metrics.json", json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+def main(args: Any) -> int:
+    """Entry point of ``tools/train_net.py``; returns the process exit code."""
+    try:
+        cfg, rank, _ = setup(args)
+        summary = train_and_evaluate(cfg)
+    except USER_ERRORS as e:
+        logging.basicConfig()
+        logger.error("%s: %s", type(e).__name__, e)
+        logger.debug("traceback", exc_info=True)
+        return 2
+    if rank == 0 and summary["results"]:
+        print(format_results(summary["results"], ranks=[r for r in cfg.test.ranks if r <= 10][:3] or [1]))
+    return 0

@@ -1,0 +1,26 @@
+"""Registries name their known entries when asked for an unknown one."""
+
+import pytest
+import torch
+
+from reid_ir.losses import LOSSES, build_loss
+from reid_ir.registry import Registry
+
+
+def test_unknown_loss_lists_known_names():
+    with pytest.raises(KeyError, match=r"unknown loss name 'softmx'.*Did you mean \['softmax'.*Known loss names: \["):
+        build_loss("softmx", num_classes=3, feat_dim=4)
+
+
+def test_duplicate_registration_is_refused():
+    reg = Registry("thing")
+    reg.add("a", int)
+    with pytest.raises(KeyError, match="already registered"):
+        reg.add("a", float)
+
+
+def test_build_loss_passes_only_accepted_context():
+    loss = build_loss("softmax", num_classes=5, feat_dim=8, class_counts=torch.ones(5), label_smooth=False)
+    out = loss(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))
+    assert out.logits.shape == (4, 5) and out.loss.ndim == 0
+    assert "softmax" in LOSSES and "triplet" in LOSSES
