@@ -4,11 +4,13 @@
 |----------------------------------|------------------------|
 | softmax                          | ``softmax.py``         |
 | softmax_triplet, triplet         | ``triplet.py``         |
+| clmle                            | ``clmle.py``           |
 
 Importing this package registers every loss.
 """
 
 from reid_ir.losses import softmax, triplet  # noqa: F401  (registration side effects)
+from reid_ir.losses import clmle  # noqa: F401
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES, build_loss, build_loss_from_cfg, loss_kwargs
 
