@@ -235,6 +235,8 @@ _C.loss.margin.scale = 30.0
 _C.loss.margin.m = 0.35
 # SphereFace multiplicative angular margin (integer).
 _C.loss.margin.sphere_m = 4
+# SphereFace: scale logits by the feature norm |x| (original A-Softmax); False normalises features and uses loss.margin.scale.
+_C.loss.margin.sphere_feature_norm = True
 # SphereFace lambda annealing: lambda = max(lambda_min, base * (1 + gamma * it) ** -power).
 _C.loss.margin.sphere_lambda_base = 1000.0
 # SphereFace lambda annealing gamma.

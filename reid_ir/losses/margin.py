@@ -1,0 +1,266 @@
+"""Cosine-margin softmax heads: NormFace, SphereFace, CosFace, ArcFace.
+
+All heads share one core (:class:`CosineMarginLoss`)::
+
+    cos_ij   = <x_i / |x_i|, w_j / |w_j|>                     (B, C)
+    mcos_ij  = psi(cos_ij) if j == y_i else cos_ij            margin on the target only
+    logit_ij = scale_i * mcos_ij                              scale s, or |x_i| (SphereFace)
+    loss     = cross_entropy(logits, y)
+
+and differ only in the target-margin function psi (:meth:`target_margin`):
+
+============== ============ ==================================================
+``loss.name``  paper        psi(cos theta)
+============== ============ ==================================================
+norm_softmax   NormFace     cos theta
+a_softmax      SphereFace   ((-1)^k cos(m theta) - 2k + lambda cos theta) / (1 + lambda),
+                            theta in [k pi / m, (k+1) pi / m], integer m
+am_softmax     CosFace      cos theta - m
+arcface        ArcFace      cos(theta + m) if theta + m <= pi, else cos theta - m sin m
+============== ============ ==================================================
+
+Wrappers (e.g. UNPG) reuse a head through :meth:`CosineMarginLoss.margin_cosines`
+(the (B, C) cosines with the margin applied to the target class only, before
+scaling) and :meth:`CosineMarginLoss.logit_scale` (the scale s, or the (B, 1)
+feature norms for SphereFace without a fixed scale): ``logits =
+logit_scale(x) * margin_cosines(x, y)``. The IR-Softmax variants
+(``reid_ir.losses.ir``) are the same heads with the class weights replaced by
+tracked class centers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid_ir.losses.base import LossOutput, ReidLoss
+from reid_ir.losses.registry import LOSSES
+
+
+class CosineMarginLoss(ReidLoss):
+    """Shared core of the cosine heads; on its own it is NormFace (no margin).
+
+    Args:
+        num_classes: C.
+        feat_dim: D.
+        scale: logit scale s.
+
+    Attributes:
+        scale: s (``None`` for SphereFace scaled by the feature norm).
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int, scale: float | None = 30.0) -> None:
+        super().__init__()
+        self.num_classes, self.feat_dim = num_classes, feat_dim
+        self.scale = None if scale is None else float(scale)
+        self._build_class_weight()
+
+    def _build_class_weight(self) -> None:
+        """Create the class weights (learned here; tracked centers in IR heads)."""
+        self.weight = nn.Parameter(torch.empty(self.num_classes, self.feat_dim))
+        nn.init.normal_(self.weight, 0.0, 0.01)
+
+    def class_weight(self) -> torch.Tensor:
+        """(C, D) class weight vectors (un-normalised)."""
+        return self.weight
+
+    def normalized_class_weight(self) -> torch.Tensor:
+        """(C, D) unit-norm class weights used in the cosines."""
+        return F.normalize(self.class_weight(), dim=1)
+
+    def cosines(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C) cosines between the (B, D) features and every class weight."""
+        return F.normalize(features, dim=1) @ self.normalized_class_weight().t()
+
+    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+        """psi: the margin applied to the target cosines, (B, 1) -> (B, 1)."""
+        return cos_target
+
+    def margin_cosines(
+        self, features: torch.Tensor, targets: torch.Tensor, cosines: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cosines with the margin applied to each sample's target class only.
+
+        Args:
+            features: (B, D) embeddings.
+            targets: (B,) labels.
+            cosines: (B, C) precomputed :meth:`cosines`, to avoid recomputing them.
+
+        Returns:
+            (B, C) margin cosines, before scaling.
+        """
+        cos = self.cosines(features) if cosines is None else cosines
+        index = targets.unsqueeze(1)
+        return cos.scatter(1, index, self.target_margin(cos.gather(1, index)))
+
+    def logit_scale(self, features: torch.Tensor) -> torch.Tensor | float:
+        """Multiplier of the margin cosines: ``scale`` (float) or (B, 1) feature norms."""
+        if self.scale is None:
+            return features.norm(dim=1, keepdim=True)
+        return self.scale
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        """Args: features (B, D), targets (B,). Returns the loss and the (B, C) cosines as scores."""
+        cos = self.cosines(features)
+        logits = self.logit_scale(features) * self.margin_cosines(features, targets, cos)
+        self._after_forward()
+        return LossOutput(F.cross_entropy(logits, targets), cos)
+
+    def _after_forward(self) -> None:
+        """State update after a training forward (SphereFace's iteration count)."""
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, scale={self.scale}"
+
+
+class AMSoftmaxLoss(CosineMarginLoss):
+    """CosFace / AM-Softmax (Wang et al., 2018): psi = cos theta - m.
+
+    Args:
+        num_classes: C.
+        feat_dim: D.
+        scale: s.
+        m: additive cosine margin.
+    """
+
+    def __init__(
+        self, num_classes: int, feat_dim: int, scale: float = 30.0, m: float = 0.35
+    ) -> None:
+        super().__init__(num_classes, feat_dim, scale)
+        self.m = float(m)
+
+    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+        return cos_target - self.m
+
+
+class ArcFaceLoss(CosineMarginLoss):
+    """ArcFace (Deng et al., 2019): psi = cos(theta + m).
+
+    Where theta + m > pi, cos(theta + m) would increase with theta; there the
+    standard fallback psi = cos theta - m sin m keeps psi decreasing.
+
+    Args:
+        num_classes: C.
+        feat_dim: D.
+        scale: s.
+        m: additive angular margin in radians.
+    """
+
+    def __init__(
+        self, num_classes: int, feat_dim: int, scale: float = 30.0, m: float = 0.5
+    ) -> None:
+        super().__init__(num_classes, feat_dim, scale)
+        self.m = float(m)
+        self._cos_m, self._sin_m = math.cos(self.m), math.sin(self.m)
+        self._threshold = math.cos(math.pi - self.m)
+
+    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+        sin = (1.0 - cos_target * cos_target).clamp_min(1e-12).sqrt()
+        cos_theta_m = cos_target * self._cos_m - sin * self._sin_m
+        return torch.where(
+            cos_target > self._threshold, cos_theta_m, cos_target - self.m * self._sin_m
+        )
+
+
+class ASoftmaxLoss(CosineMarginLoss):
+    """SphereFace / A-Softmax (Liu et al., 2017) with lambda annealing.
+
+    psi(theta) = (-1)^k cos(m theta) - 2k for theta in [k pi/m, (k+1) pi/m], blended
+    with the plain cosine as (lambda cos theta + psi) / (1 + lambda), where
+    lambda = max(lambda_min, lambda_base (1 + gamma t)^-power) and t counts
+    training forwards. t is a buffer, so it is saved with the loss's state_dict.
+
+    Args:
+        num_classes: C.
+        feat_dim: D.
+        m: integer angular margin (>= 1).
+        scale: None scales the logits by the feature norm |x| (original
+            SphereFace); a float normalises features and uses it as s.
+        lambda_base, lambda_gamma, lambda_power, lambda_min: annealing schedule.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        feat_dim: int,
+        m: int = 4,
+        scale: float | None = None,
+        lambda_base: float = 1000.0,
+        lambda_gamma: float = 0.12,
+        lambda_power: float = 1.0,
+        lambda_min: float = 5.0,
+    ) -> None:
+        super().__init__(num_classes, feat_dim, scale)
+        if int(m) != m or m < 1:
+            raise ValueError(f"A-Softmax margin m must be a positive integer, got {m}")
+        self.m = int(m)
+        self.lambda_base, self.lambda_gamma = float(lambda_base), float(lambda_gamma)
+        self.lambda_power, self.lambda_min = float(lambda_power), float(lambda_min)
+        # cos(m theta) = sum_n (-1)^n C(m, 2n) cos^(m-2n) sin^(2n)  (multiple-angle formula)
+        self._terms = [
+            ((-1) ** n * math.comb(self.m, 2 * n), self.m - 2 * n, n)
+            for n in range(self.m // 2 + 1)
+        ]
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def current_lambda(self) -> torch.Tensor:
+        """0-d tensor: lambda at the current iteration (no host sync)."""
+        t = self.iteration.to(torch.float32)
+        lam = self.lambda_base * (1.0 + self.lambda_gamma * t) ** (-self.lambda_power)
+        return lam.clamp_min(self.lambda_min)
+
+    def cos_m_theta(self, cos: torch.Tensor) -> torch.Tensor:
+        """cos(m theta) as a polynomial in cos theta (same shape as ``cos``)."""
+        sin2 = 1.0 - cos * cos
+        out = torch.zeros_like(cos)
+        for coef, cos_power, sin_power in self._terms:
+            out = out + coef * cos**cos_power * sin2**sin_power
+        return out
+
+    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            k = torch.floor(torch.acos(cos_target.clamp(-1.0, 1.0)) * (self.m / math.pi))
+            sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
+        psi = sign * self.cos_m_theta(cos_target) - 2.0 * k
+        lam = self.current_lambda().to(cos_target.dtype)
+        return (lam * cos_target + psi) / (1.0 + lam)
+
+    def _after_forward(self) -> None:
+        if self.training:
+            self.iteration += 1
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, m={self.m}"
+
+
+def _scale(cfg) -> float:
+    return float(cfg.loss.margin.scale)
+
+
+def _sphere_kwargs(cfg) -> dict:
+    mc = cfg.loss.margin
+    return {
+        "m": int(mc.sphere_m),
+        "scale": None if mc.sphere_feature_norm else float(mc.scale),
+        "lambda_base": float(mc.sphere_lambda_base),
+        "lambda_gamma": float(mc.sphere_lambda_gamma),
+        "lambda_power": float(mc.sphere_lambda_power),
+        "lambda_min": float(mc.sphere_lambda_min),
+    }
+
+
+def _norm_kwargs(cfg) -> dict:
+    return {"scale": _scale(cfg)}
+
+
+def _am_kwargs(cfg) -> dict:
+    return {"scale": _scale(cfg), "m": float(cfg.loss.margin.m)}
+
+
+LOSSES.add("norm_softmax", CosineMarginLoss, _norm_kwargs)
+LOSSES.add("a_softmax", ASoftmaxLoss, _sphere_kwargs)
+LOSSES.add("am_softmax", AMSoftmaxLoss, _am_kwargs)
+LOSSES.add("arcface", ArcFaceLoss, _am_kwargs)
