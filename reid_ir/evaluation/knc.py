@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+
 def _as_tensor(x: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
     t = torch.as_tensor(x)
     return t if dtype is None else t.to(dtype)
@@ -98,7 +99,9 @@ def _accuracy(pred: Any, labels: Any) -> float:
     return float((p == y).float().mean()) if len(y) else float("nan")
 
 
-def knc_accuracy(features: Any, labels: Any, centroids: Any, centroid_labels: Any, k: int = 5) -> float:
+def knc_accuracy(
+    features: Any, labels: Any, centroids: Any, centroid_labels: Any, k: int = 5
+) -> float:
     """Closed-set accuracy of :func:`knc_predict`.
 
     Args:

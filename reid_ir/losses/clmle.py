@@ -110,8 +110,12 @@ def clmle_margin_terms(
     exists = _MASKED / 2  # real cosines are >= -1
     theta_own = _angle(own_best)
     has_own = own_best > exists
-    within = F.relu(theta_own + margin_within - _angle(other_same)) * (has_own & (other_same > exists))
-    between = F.relu(theta_own + margin_between - _angle(other_class)) * (has_own & (other_class > exists))
+    within = F.relu(theta_own + margin_within - _angle(other_same)) * (
+        has_own & (other_same > exists)
+    )
+    between = F.relu(theta_own + margin_between - _angle(other_class)) * (
+        has_own & (other_class > exists)
+    )
     return within, between, cos.amax(2)
 
 
@@ -169,9 +173,16 @@ class CLMLELoss(ReidLoss):
         self.num_classes, self.feat_dim = num_classes, feat_dim
         self.margin_within, self.margin_between = margin_within, margin_between
         self.softmax_weight = softmax_weight
-        self.softmax = SoftmaxLoss(num_classes, feat_dim, label_smooth) if softmax_weight > 0 else None
+        self.softmax = (
+            SoftmaxLoss(num_classes, feat_dim, label_smooth) if softmax_weight > 0 else None
+        )
         self.cluster_hook = ClusterHook(
-            num_classes, clusters_per_class, refresh_epochs, min_cluster_size, kmeans_iters, kmeans_seed
+            num_classes,
+            clusters_per_class,
+            refresh_epochs,
+            min_cluster_size,
+            kmeans_iters,
+            kmeans_seed,
         )
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:

@@ -44,15 +44,23 @@ def test_vote_rule_matches_a_per_query_implementation():
     labels = torch.randint(0, 6, (30,), generator=g)
     x = torch.randn(200, 5, generator=g)
     for k in (1, 3, 7, 100):
-        assert torch.equal(knc_predict(x, cents, labels, k), _brute_knc(x, cents, labels, min(k, 30)))
+        assert torch.equal(
+            knc_predict(x, cents, labels, k), _brute_knc(x, cents, labels, min(k, 30))
+        )
 
 
 def test_k1_is_the_nearest_centroid_and_chunking_changes_nothing():
     g = torch.Generator().manual_seed(1)
-    cents, labels, x = torch.randn(12, 4, generator=g), torch.arange(12) % 4, torch.randn(50, 4, generator=g)
+    cents, labels, x = (
+        torch.randn(12, 4, generator=g),
+        torch.arange(12) % 4,
+        torch.randn(50, 4, generator=g),
+    )
     nearest = labels[(F.normalize(x, dim=1) @ F.normalize(cents, dim=1).t()).argmax(1)]
     assert torch.equal(knc_predict(x, cents, labels, k=1), nearest)
-    assert torch.equal(knc_predict(x, cents, labels, k=5, chunk_size=7), knc_predict(x, cents, labels, k=5))
+    assert torch.equal(
+        knc_predict(x, cents, labels, k=5, chunk_size=7), knc_predict(x, cents, labels, k=5)
+    )
 
 
 def test_a_tight_minority_cluster_wins_against_a_majority_with_more_clusters_nearby():
@@ -66,7 +74,10 @@ def test_a_tight_minority_cluster_wins_against_a_majority_with_more_clusters_nea
 
 def test_numpy_in_numpy_out_and_accuracies_are_floats():
     rng = np.random.default_rng(0)
-    x, cents = rng.normal(size=(20, 3)).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32)
+    x, cents = (
+        rng.normal(size=(20, 3)).astype(np.float32),
+        rng.normal(size=(6, 3)).astype(np.float32),
+    )
     labels = np.arange(6) % 3
     pred = knc_predict(x, cents, labels, 3)
     assert isinstance(pred, np.ndarray) and pred.shape == (20,)
@@ -79,7 +90,9 @@ def test_numpy_in_numpy_out_and_accuracies_are_floats():
 
 def _circle(deg_centers, n, spread_deg, rng):
     """n points on the unit circle around the given centre angles (equal share each)."""
-    centers = np.repeat(np.asarray(deg_centers, dtype=float), int(math.ceil(n / len(deg_centers))))[:n]
+    centers = np.repeat(np.asarray(deg_centers, dtype=float), int(math.ceil(n / len(deg_centers))))[
+        :n
+    ]
     ang = np.deg2rad(centers + rng.normal(0.0, spread_deg, size=n))
     return np.stack([np.cos(ang), np.sin(ang)], 1).astype(np.float32)
 
@@ -105,8 +118,12 @@ def _toy_imbalanced(rng, n_major, n_minor):
 def test_knc_beats_nearest_class_mean_on_minority_classes_of_a_toy_imbalanced_set():
     rng = np.random.default_rng(0)
     x_tr, y_tr = _toy_imbalanced(rng, n_major=300, n_minor=12)
-    x_te, y_te = _toy_imbalanced(rng, n_major=300, n_minor=300)  # many test samples per minority class
-    cents, cent_labels, _ = cluster_per_class(torch.from_numpy(x_tr), torch.from_numpy(y_tr), 3, 4, seed=0)
+    x_te, y_te = _toy_imbalanced(
+        rng, n_major=300, n_minor=300
+    )  # many test samples per minority class
+    cents, cent_labels, _ = cluster_per_class(
+        torch.from_numpy(x_tr), torch.from_numpy(y_tr), 3, 4, seed=0
+    )
     knc = per_class_accuracy(knc_predict(x_te, cents.numpy(), cent_labels.numpy(), k=3), y_te, 4)
     ncm = per_class_accuracy(ncm_predict(x_te, class_means(x_tr, y_tr, 4)), y_te, 4)
     minority = [1, 3]

@@ -76,7 +76,7 @@ def _oracle(features, targets, centroids, labels, mw, mb):
     """Per-sample loops straight from the formulation in the module docstring."""
     within, between = [], []
     x = F.normalize(features, dim=1)
-    for f, y in zip(x, targets.tolist()):
+    for f, y in zip(x, targets.tolist(), strict=True):
         ang = torch.acos((centroids @ f).clamp(-1, 1))
         own = ang[labels == y]
         a = own.argmin()
@@ -125,7 +125,9 @@ def test_gradient_step_reduces_the_margin_violation():
 
 def test_softmax_term_is_added_with_its_weight_and_provides_logits():
     torch.manual_seed(0)
-    loss = _loss_with_clusters(CENTROIDS, LABELS, 2, softmax_weight=0.5, margin_within=0.2, margin_between=0.3)
+    loss = _loss_with_clusters(
+        CENTROIDS, LABELS, 2, softmax_weight=0.5, margin_within=0.2, margin_between=0.3
+    )
     feats, targets = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
     out = loss(feats, targets)
     metric = out.terms["clmle_within"] + out.terms["clmle_between"]
@@ -149,9 +151,13 @@ def test_before_any_clustering_only_the_softmax_term_trains():
 
 
 def test_loss_reads_the_clusters_its_hook_computed():
-    hook_loss = build_loss("clmle", num_classes=2, feat_dim=3, clusters_per_class=2, min_cluster_size=1)
+    hook_loss = build_loss(
+        "clmle", num_classes=2, feat_dim=3, clusters_per_class=2, min_cluster_size=1
+    )
     assert isinstance(hook_loss.cluster_hook, ClusterHook)
-    feats = torch.stack([_rotate_xy(0), _rotate_xy(5), _rotate_xy(90), _rotate_xy(95), _unit(0, 0, 1)])
+    feats = torch.stack(
+        [_rotate_xy(0), _rotate_xy(5), _rotate_xy(90), _rotate_xy(95), _unit(0, 0, 1)]
+    )
     hook_loss.cluster_hook.refresh(feats, torch.tensor([0, 0, 0, 0, 1]))
     assert hook_loss.cluster_hook.centroids.shape == (3, 3)
     out = hook_loss(feats, torch.tensor([0, 0, 0, 0, 1]))

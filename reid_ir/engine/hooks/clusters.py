@@ -104,7 +104,7 @@ def cluster_per_class(
     cents, labels = [], []
     assignments = np.empty(len(y), dtype=np.int64)
     row = 0
-    for c, start, n in zip(classes.tolist(), starts.tolist(), counts.tolist()):
+    for c, start, n in zip(classes.tolist(), starts.tolist(), counts.tolist(), strict=True):
         idx = order[start : start + n]
         xc = x[idx]
         k = num_clusters_for(n, max_clusters, min_cluster_size)
@@ -119,7 +119,9 @@ def cluster_per_class(
         row += len(used)
     d = x.shape[1]
     centroids = torch.from_numpy(np.concatenate(cents)) if cents else torch.zeros(0, d)
-    centroid_labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
+    centroid_labels = (
+        torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
+    )
     return F.normalize(centroids.float(), dim=1), centroid_labels, torch.from_numpy(assignments)
 
 
@@ -146,9 +148,15 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _broadcast_from_rank0(tensors: list[torch.Tensor] | None, dtypes: list[torch.dtype], dim: int) -> list[torch.Tensor]:
+def _broadcast_from_rank0(
+    tensors: list[torch.Tensor] | None, dtypes: list[torch.dtype], dim: int
+) -> list[torch.Tensor]:
     """Broadcast rank 0's (centroids, labels, assignments) to every rank."""
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
     sizes = torch.zeros(2, dtype=torch.long, device=device)
     if tensors is not None:
         sizes[0], sizes[1] = len(tensors[1]), len(tensors[2])
@@ -156,8 +164,12 @@ def _broadcast_from_rank0(tensors: list[torch.Tensor] | None, dtypes: list[torch
     m, n = (int(s) for s in sizes.tolist())
     shapes = [(m, dim), (m,), (n,)]
     out = []
-    for i, (shape, dtype) in enumerate(zip(shapes, dtypes)):
-        t = tensors[i].to(device) if tensors is not None else torch.empty(shape, dtype=dtype, device=device)
+    for i, (shape, dtype) in enumerate(zip(shapes, dtypes, strict=True)):
+        t = (
+            tensors[i].to(device)
+            if tensors is not None
+            else torch.empty(shape, dtype=dtype, device=device)
+        )
         dist.broadcast(t, 0)
         out.append(t.cpu())
     return out
@@ -206,7 +218,11 @@ class ClusterHook(HookBase):
         return self.centroids is not None and len(self.centroids) > 0
 
     def set_clusters(
-        self, centroids: torch.Tensor, centroid_labels: torch.Tensor, assignments: torch.Tensor, epoch: int = -1
+        self,
+        centroids: torch.Tensor,
+        centroid_labels: torch.Tensor,
+        assignments: torch.Tensor,
+        epoch: int = -1,
     ) -> None:
         """Install clusters (CPU copies) and drop the cached padded views."""
         labels = centroid_labels.long().cpu()
@@ -220,7 +236,9 @@ class ClusterHook(HookBase):
         self.refreshed_epoch = int(epoch)
         self._cache = {}
 
-    def refresh(self, features: torch.Tensor | None = None, pids: torch.Tensor | None = None) -> None:
+    def refresh(
+        self, features: torch.Tensor | None = None, pids: torch.Tensor | None = None
+    ) -> None:
         """Re-cluster ``features``/``pids`` (default: the trainer's training-set embeddings).
 
         Args:
@@ -235,11 +253,18 @@ class ClusterHook(HookBase):
         result = None
         if not _distributed() or dist.get_rank() == 0:
             result = cluster_per_class(
-                features, pids, self.clusters_per_class, self.min_cluster_size, self.niter, self.seed
+                features,
+                pids,
+                self.clusters_per_class,
+                self.min_cluster_size,
+                self.niter,
+                self.seed,
             )
         if _distributed():
             dtypes = [torch.float32, torch.long, torch.long]
-            result = _broadcast_from_rank0(list(result) if result is not None else None, dtypes, features.shape[1])
+            result = _broadcast_from_rank0(
+                list(result) if result is not None else None, dtypes, features.shape[1]
+            )
         self.set_clusters(*result, epoch=epoch)
         counts = torch.bincount(self.centroid_labels, minlength=self.num_classes)
         logger.info(
@@ -255,7 +280,9 @@ class ClusterHook(HookBase):
             RuntimeError: when no clusters exist yet.
         """
         if not self.has_clusters:
-            raise RuntimeError("ClusterHook has no clusters yet: call refresh() or run before_train")
+            raise RuntimeError(
+                "ClusterHook has no clusters yet: call refresh() or run before_train"
+            )
         key = (str(device), dtype)
         if key not in self._cache:
             padded, valid = pad_centroids(self.centroids, self.centroid_labels, self.num_classes)
@@ -264,7 +291,10 @@ class ClusterHook(HookBase):
 
     def before_train(self) -> None:
         if self.has_clusters:
-            logger.info("CLMLE clusters restored from the checkpoint (computed at epoch %d)", self.refreshed_epoch)
+            logger.info(
+                "CLMLE clusters restored from the checkpoint (computed at epoch %d)",
+                self.refreshed_epoch,
+            )
             return
         self.refresh()
 
@@ -285,12 +315,17 @@ class ClusterHook(HookBase):
 
     def load_state_dict(self, state: dict) -> None:
         if not state or "centroids" not in state:
-            logger.warning("checkpoint holds no CLMLE clusters; they will be recomputed before training")
+            logger.warning(
+                "checkpoint holds no CLMLE clusters; they will be recomputed before training"
+            )
             return
         if int(state["num_classes"]) != self.num_classes:
             raise ValueError(
                 f"checkpoint clusters are for {state['num_classes']} classes, the loss has {self.num_classes}"
             )
         self.set_clusters(
-            state["centroids"], state["centroid_labels"], state["assignments"], epoch=state["refreshed_epoch"]
+            state["centroids"],
+            state["centroid_labels"],
+            state["assignments"],
+            epoch=state["refreshed_epoch"],
         )

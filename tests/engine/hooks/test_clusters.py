@@ -59,7 +59,9 @@ def test_cluster_count_rule_gives_small_classes_fewer_clusters():
 
 def test_clusters_are_unit_sorted_by_class_and_assign_each_image_to_its_nearest_own_centroid():
     feats, pids = _blobs()
-    cents, labels, assign = cluster_per_class(feats, pids, max_clusters=3, min_cluster_size=2, seed=1)
+    cents, labels, assign = cluster_per_class(
+        feats, pids, max_clusters=3, min_cluster_size=2, seed=1
+    )
     assert torch.allclose(cents.norm(dim=1), torch.ones(len(cents)), atol=1e-5)
     assert torch.equal(labels, labels.sort().values)
     counts = torch.bincount(labels, minlength=5).tolist()
@@ -78,7 +80,7 @@ def test_clustering_is_deterministic_for_a_seed():
     feats, pids = _blobs()
     a = cluster_per_class(feats, pids, 3, 1, seed=7)
     b = cluster_per_class(feats, pids, 3, 1, seed=7)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
 
 
@@ -86,7 +88,11 @@ def test_pad_centroids_places_each_class_in_its_row_and_masks_padding():
     cents = F.normalize(torch.randn(4, 3), dim=1)
     labels = torch.tensor([0, 0, 2, 2])
     padded, valid = pad_centroids(cents, labels, num_classes=3)
-    assert padded.shape == (3, 2, 3) and valid.tolist() == [[True, True], [False, False], [True, True]]
+    assert padded.shape == (3, 2, 3) and valid.tolist() == [
+        [True, True],
+        [False, False],
+        [True, True],
+    ]
     assert torch.equal(padded[2, 1], cents[3]) and torch.equal(padded[1], torch.zeros(2, 3))
 
 
@@ -126,7 +132,7 @@ def test_checkpoint_round_trip_restores_clusters_and_skips_reclustering():
     for name in ("centroids", "centroid_labels", "assignments"):
         assert torch.equal(getattr(restored, name), getattr(hook, name))
     assert restored.refreshed_epoch == hook.refreshed_epoch
-    for a, b in zip(restored.padded(), hook.padded()):
+    for a, b in zip(restored.padded(), hook.padded(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -165,7 +171,9 @@ def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         feats, pids = _blobs(seed=rank)  # ranks see different features; rank 0's clusters must win
         hook = ClusterHook(num_classes=5, clusters_per_class=3, min_cluster_size=2)
@@ -176,10 +184,12 @@ def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_distributed_ranks_hold_rank0_clusters(tmp_path):
-    torch.multiprocessing.spawn(_distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(
+        _distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True
+    )
     s0, s1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     expected = cluster_per_class(*_blobs(seed=0), 3, 2)
-    for name, ref in zip(("centroids", "centroid_labels", "assignments"), expected):
+    for name, ref in zip(("centroids", "centroid_labels", "assignments"), expected, strict=True):
         assert torch.equal(s0[name], s1[name])
         assert torch.equal(s0[name], ref)
     assert np.isfinite(s1["centroids"].numpy()).all()
