@@ -247,8 +247,8 @@ _C.loss.margin.sphere_lambda_power = 1.0
 _C.loss.margin.sphere_lambda_min = 5.0
 
 _C.loss.ir = CN()
-# Center update rule of IR heads: ema, center_loss or exact.
-_C.loss.ir.update = "ema"
+# Center update rule of IR heads: ema, center_loss or exact (named 'rule': 'update' would shadow CfgNode.update).
+_C.loss.ir.rule = "ema"
 # ema: momentum mu in c <- mu c + (1 - mu) batch-mean.
 _C.loss.ir.momentum = 0.9
 # center_loss: step alpha in c <- c - alpha sum(c - x) / (1 + n).
