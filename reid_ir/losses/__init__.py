@@ -6,13 +6,14 @@
 | softmax_triplet, triplet                            | ``triplet.py``  |
 | norm_softmax, a_softmax, am_softmax, arcface        | ``margin.py``   |
 | ir_softmax, ir_a_softmax, ir_am_softmax, ir_arcface | ``ir.py``       |
+| weighted_softmax                                    | ``weighted.py`` |
 | clmle                                               | ``clmle.py``    |
 
 Importing this package registers every loss.
 """
 
 # Registration side effects: each module adds its entries to LOSSES.
-from reid_ir.losses import clmle, ir, margin, softmax, triplet  # noqa: F401
+from reid_ir.losses import clmle, ir, margin, softmax, triplet, weighted  # noqa: F401
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES, build_loss, build_loss_from_cfg, loss_kwargs
 
