@@ -8,6 +8,7 @@
 | ir_softmax, ir_a_softmax, ir_am_softmax, ir_arcface | ``ir.py``       |
 | weighted_softmax                                    | ``weighted.py`` |
 | clmle                                               | ``clmle.py``    |
+| unpg_<head> for every cosine head above             | ``unpg.py``     |
 
 Importing this package registers every loss.
 """
@@ -16,5 +17,8 @@ Importing this package registers every loss.
 from reid_ir.losses import clmle, ir, margin, softmax, triplet, weighted  # noqa: F401
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES, build_loss, build_loss_from_cfg, loss_kwargs
+from reid_ir.losses.unpg import register_unpg_variants
+
+register_unpg_variants()  # after every head is imported: unpg_<name> for each cosine head
 
 __all__ = ["LOSSES", "LossOutput", "ReidLoss", "build_loss", "build_loss_from_cfg", "loss_kwargs"]

@@ -1,0 +1,320 @@
+"""UNPG: unified negative pair generation over any cosine-margin head.
+
+Jung et al., "Unified Negative Pair Generation toward Well-discriminative
+Feature Space for Face Recognition", BMVC 2022 (arXiv 2203.11593).
+
+A classification loss only sees the class-weight negatives (easy once the
+weights converge to the class centers, which IR heads make them by
+construction); a metric loss only sees the mini-batch. UNPG adds filtered
+in-batch negative pair similarities to the classification loss's negatives:
+
+* CLPG: ``mcos = head.margin_cosines(x, y)`` (B, C), the head's cosines with
+  the margin on the target class only, before scaling;
+* MLPG: ``z = x / |x|``; negatives ``n = {z_i . z_j : i < j, y_i != y_j}`` (L,),
+  each unordered pair once, gradients into both sides;
+* filter (box and whisker): ``s = sort(n)``, ``Q1 = s[int(0.25 L)]``,
+  ``Q3 = s[int(0.75 L)]``, keep ``k = {s_l in [Q1 - w IQR, Q3 + w IQR]}`` (K,);
+  fewer than 4 negatives are all kept;
+* loss: ``cross_entropy(scale * [mcos | k repeated on every row], y)`` with the
+  head's scale (plain cross-entropy, no label smoothing, as in the paper).
+
+A batch without any negative pair falls back to the head's own loss.
+
+The K extra columns are the same on every row, so they enter each row's
+softmax only through ``logsumexp(scale * k)``; the loss appends that one
+column instead of K copies (identical value and gradients, O(B + K) memory
+instead of O(B K), which matters once ``gather`` makes L ~ (world B)^2 / 2).
+
+Every cosine head of the registry that exposes ``cosines``,
+``margin_cosines`` and ``logit_scale`` gets a ``unpg_<name>`` twin
+(:func:`register_unpg_variants`); ``loss.unpg.enabled: true`` maps
+``loss.name: N`` to ``unpg_N`` (:func:`resolve_loss_name`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from reid_ir.losses.base import LossOutput, ReidLoss
+from reid_ir.losses.registry import LOSSES, build_loss
+from reid_ir.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+#: Registry prefix of the UNPG variants (``unpg_am_softmax`` wraps ``am_softmax``).
+PREFIX = "unpg_"
+
+#: What a head must provide to be wrapped.
+HEAD_METHODS = ("cosines", "margin_cosines", "logit_scale")
+
+
+# --------------------------------------------------------------------------- MLPG
+def in_batch_negatives(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Similarities of every unordered pair with different labels.
+
+    Args:
+        z: (N, D) embeddings (normalised by the caller for cosines).
+        labels: (N,) identities.
+
+    Returns:
+        (L,) ``z_i . z_j`` for ``i < j`` and ``labels_i != labels_j``, in
+        row-major order of (i, j); differentiable w.r.t. both sides.
+    """
+    n = z.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1, device=z.device)
+    negative = labels[i] != labels[j]
+    return (z @ z.t())[i[negative], j[negative]]
+
+
+def box_whisker_filter(negatives: torch.Tensor, whisker: float = 1.5) -> torch.Tensor:
+    """Keep the negatives inside the box plot's whiskers.
+
+    ``s = sort(negatives)``; ``Q1 = s[int(0.25 L)]``, ``Q3 = s[int(0.75 L)]``
+    (positions in the sorted list, no interpolation); keep
+    ``Q1 - w IQR <= s_l <= Q3 + w IQR``. With fewer than 4 values all are kept.
+
+    Args:
+        negatives: (L,) similarities.
+        whisker: w.
+
+    Returns:
+        (K,) the kept values in ascending order (K >= 1 when L >= 1).
+    """
+    s, _ = torch.sort(negatives)
+    num = s.numel()
+    if num < 4:
+        return s
+    q1, q3 = s[int(0.25 * num)], s[int(0.75 * num)]
+    iqr = q3 - q1
+    keep = (s >= q1 - whisker * iqr) & (s <= q3 + whisker * iqr)
+    return s[keep]
+
+
+# ----------------------------------------------------------------- distributed
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def merge_gathered(
+    chunks: list[torch.Tensor],
+    label_chunks: list[torch.Tensor],
+    sizes: list[int],
+    rank: int,
+    local: torch.Tensor,
+    local_labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate all-gathered (padded) chunks, using the local grad-carrying part.
+
+    ``all_gather`` returns tensors without autograd history; the chunk of this
+    rank is replaced by ``local`` so that gradients reach the local embeddings.
+
+    Args:
+        chunks: world x (M, D) gathered embeddings, padded to M rows.
+        label_chunks: world x (M,) gathered labels, padded likewise.
+        sizes: true batch size of every rank.
+        rank: this rank.
+        local: (sizes[rank], D) this rank's embeddings (with grad).
+        local_labels: (sizes[rank],) this rank's labels.
+
+    Returns:
+        (sum(sizes), D) embeddings and (sum(sizes),) labels in rank order.
+    """
+    parts = [local if r == rank else c[: sizes[r]] for r, c in enumerate(chunks)]
+    labels = [local_labels if r == rank else c[: sizes[r]] for r, c in enumerate(label_chunks)]
+    return torch.cat(parts), torch.cat(labels)
+
+
+def gather_with_grad(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All-gather embeddings and labels across ranks (identity when not distributed).
+
+    Batches may differ in size across ranks (they are padded for the
+    collective). Gradients flow into this rank's part only.
+
+    Args:
+        z: (B, D) local embeddings.
+        labels: (B,) local labels.
+
+    Returns:
+        (N, D) embeddings and (N,) labels of all ranks, N = sum of batch sizes.
+    """
+    if not _distributed():
+        return z, labels
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([z.shape[0]], device=z.device)
+    sizes_t = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes_t, size)
+    sizes = [int(s.item()) for s in sizes_t]
+    pad = max(sizes) - z.shape[0]
+    z_pad = torch.cat([z.detach(), z.new_zeros(pad, z.shape[1])]).contiguous()
+    y_pad = torch.cat([labels, labels.new_full((pad,), -1)]).contiguous()
+    chunks = [torch.empty_like(z_pad) for _ in range(world)]
+    label_chunks = [torch.empty_like(y_pad) for _ in range(world)]
+    dist.all_gather(chunks, z_pad)
+    dist.all_gather(label_chunks, y_pad)
+    return merge_gathered(chunks, label_chunks, sizes, rank, z, labels)
+
+
+# ------------------------------------------------------------------------ loss
+class UNPGLoss(ReidLoss):
+    """UNPG over a cosine-margin head (see the module docstring for the formula).
+
+    Args:
+        head: a loss exposing ``cosines(x) -> (B, C)``,
+            ``margin_cosines(x, y, cosines) -> (B, C)`` and
+            ``logit_scale(x) -> float | (B, 1)`` (every head of
+            ``reid_ir.losses.margin`` and its IR variants).
+        whisker: box-and-whisker width w.
+        gather: all-gather embeddings and labels across ranks for the pairs.
+    """
+
+    def __init__(self, head: ReidLoss, whisker: float = 1.5, gather: bool = False) -> None:
+        super().__init__()
+        missing = [m for m in HEAD_METHODS if not callable(getattr(head, m, None))]
+        if missing:
+            raise TypeError(
+                f"UNPG needs a cosine-margin head; {type(head).__name__} lacks {missing}"
+            )
+        if whisker < 0:
+            raise ValueError(f"UNPG whisker must be >= 0, got {whisker}")
+        self.head = head
+        self.whisker = float(whisker)
+        self.gather = bool(gather)
+
+    def negatives(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(L,) in-batch negative cosines (all ranks' batches when ``gather``)."""
+        z = F.normalize(features, dim=1)
+        if self.gather:
+            z, targets = gather_with_grad(z, targets)
+        return in_batch_negatives(z, targets)
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        """UNPG loss.
+
+        Args:
+            features: (B, D) embeddings.
+            targets: (B,) labels in [0, C).
+
+        Returns:
+            LossOutput: the loss, the head's (B, C) cosines as ``logits`` and
+            ``terms`` ``unpg_negatives`` (L) and ``unpg_kept`` (K) as 0-d tensors.
+        """
+        negatives = self.negatives(features, targets)
+        num_neg = negatives.numel()
+        if num_neg == 0:  # no negative pair: the head's own loss
+            out = self.head(features, targets)
+            zero = features.new_zeros(())
+            return LossOutput(
+                out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
+            )
+        kept = box_whisker_filter(negatives, self.whisker)
+        cos = self.head.cosines(features)
+        scale = self.head.logit_scale(features)
+        logits = scale * self.head.margin_cosines(features, targets, cos)
+        # logsumexp over the K shared columns (1, 1), or (B, 1) for a per-row scale.
+        extra = torch.logsumexp(scale * kept.unsqueeze(0), dim=1, keepdim=True)
+        loss = F.cross_entropy(
+            torch.cat([logits, extra.expand(logits.shape[0], 1)], dim=1), targets
+        )
+        after_forward = getattr(self.head, "_after_forward", None)
+        if after_forward is not None:  # e.g. SphereFace's annealing step count
+            after_forward()
+        terms = {
+            "unpg_negatives": features.new_tensor(float(num_neg)),
+            "unpg_kept": features.new_tensor(float(kept.numel())),
+        }
+        return LossOutput(loss, cos, terms)
+
+    def class_weight(self) -> torch.Tensor | None:
+        """The head's (C, D) class weights (tracked centers for IR heads)."""
+        return self.head.class_weight()
+
+    def hooks(self) -> list:
+        """The head's hooks (e.g. the center tracker of IR heads)."""
+        return self.head.hooks()
+
+    def extra_repr(self) -> str:
+        return f"whisker={self.whisker}, gather={self.gather}"
+
+
+# ---------------------------------------------------------------- registration
+def supports_unpg(component: Any) -> bool:
+    """Whether a registered loss class can be wrapped (has :data:`HEAD_METHODS`)."""
+    return isinstance(component, type) and all(
+        callable(getattr(component, m, None)) for m in HEAD_METHODS
+    )
+
+
+def unpg_kwargs(cfg: Any) -> dict:
+    """UNPG's own keyword arguments read from ``cfg.loss.unpg``."""
+    return {"whisker": float(cfg.loss.unpg.whisker), "gather": bool(cfg.loss.unpg.gather)}
+
+
+def _factory(head_name: str) -> Callable[..., UNPGLoss]:
+    def build_unpg(
+        num_classes: int,
+        feat_dim: int,
+        class_counts: torch.Tensor | None = None,
+        whisker: float = 1.5,
+        gather: bool = False,
+        **head_kwargs: Any,
+    ) -> UNPGLoss:
+        head = build_loss(head_name, num_classes, feat_dim, class_counts, **head_kwargs)
+        return UNPGLoss(head, whisker=whisker, gather=gather)
+
+    build_unpg.__name__ = build_unpg.__qualname__ = f"build_{PREFIX}{head_name}"
+    build_unpg.__doc__ = (
+        f"UNPG over ``{head_name}``: head keyword arguments plus ``whisker``, ``gather``."
+    )
+    return build_unpg
+
+
+def _cfg_kwargs(head_name: str, registry: Registry) -> Callable[[Any], dict]:
+    def read(cfg: Any) -> dict:
+        return {**registry.kwargs_from_cfg(head_name, cfg), **unpg_kwargs(cfg)}
+
+    return read
+
+
+def register_unpg_variants(registry: Registry = LOSSES) -> list[str]:
+    """Register ``unpg_<name>`` for every head in ``registry`` that supports UNPG.
+
+    Idempotent: names already registered are left alone, so it can be called
+    again after more heads were imported.
+
+    Returns:
+        The names added by this call.
+    """
+    added = []
+    for name in registry.names():
+        target = PREFIX + name
+        if name.startswith(PREFIX) or target in registry or not supports_unpg(registry.get(name)):
+            continue
+        registry.add(target, _factory(name), _cfg_kwargs(name, registry))
+        added.append(target)
+    if added:
+        logger.debug("registered UNPG variants %s", added)
+    return added
+
+
+def resolve_loss_name(cfg: Any) -> str:
+    """The registry name to build: ``unpg_<loss.name>`` when ``loss.unpg.enabled``.
+
+    Raises:
+        KeyError: UNPG enabled over a loss without a UNPG variant.
+    """
+    name = str(cfg.loss.name)
+    if not cfg.loss.unpg.enabled or name.startswith(PREFIX):
+        return name
+    register_unpg_variants()
+    if PREFIX + name not in LOSSES:
+        heads = [n[len(PREFIX) :] for n in LOSSES.names() if n.startswith(PREFIX)]
+        raise KeyError(
+            f"loss.unpg.enabled needs a cosine-margin head; {name!r} has none. Heads with UNPG: {heads}"
+        )
+    return PREFIX + name
