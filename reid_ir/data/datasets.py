@@ -25,8 +25,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from reid_ir.compat import ImageDataset
 from reid_ir.compat import data as tr_data
+from reid_ir.data import imbalance as _imb
 from reid_ir.data import synthetic as _syn
 
 logger = logging.getLogger(__name__)
@@ -97,7 +100,10 @@ def parse_name(filename: str, layout: str) -> tuple[int, int]:
 
 
 def scan_dir(
-    dir_path: str | os.PathLike, layout: str, rel_to: str | os.PathLike | None = None
+    dir_path: str | os.PathLike,
+    layout: str,
+    rel_to: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> list[tuple[str, int, int]]:
     """List a folder's ``*.jpg`` images as sorted ``(path, pid, camid)`` (junk included).
 
@@ -105,6 +111,7 @@ def scan_dir(
         dir_path: A split folder (``bounding_box_train`` ...).
         layout: ``"market"`` or ``"duke"``.
         rel_to: If given, paths are relative to it with '/' separators; else absolute.
+        progress: Show a tqdm progress bar.
 
     Raises:
         FileNotFoundError: The folder does not exist.
@@ -114,7 +121,10 @@ def scan_dir(
     if not d.is_dir():
         raise FileNotFoundError(f"image folder not found: {d}")
     out = []
-    for name in sorted(os.listdir(d)):
+    names = sorted(os.listdir(d))
+    for name in tqdm(
+        names, desc=f"scanning {d.name}", unit="img", disable=not progress, leave=False
+    ):
         if not name.endswith(".jpg"):
             continue  # Thumbs.db, readme.txt ... (torchreid globs '*.jpg' as well)
         try:
@@ -181,11 +191,11 @@ def find_data_dir(root: str | os.PathLike, dataset: str) -> Path:
     """
     folder, layout = BASE_DATASETS[dataset]
     base = Path(root).expanduser().absolute() / folder
-    nested = base / _SUBDIR[layout]
-    if nested.is_dir() or layout == "duke" or not (base / "bounding_box_train").is_dir():
-        layout_dirs(nested, dataset, layout)
-        return nested
-    return base
+    data_dir = base / _SUBDIR[layout]
+    if layout == "market" and not data_dir.is_dir() and (base / "bounding_box_train").is_dir():
+        data_dir = base  # torchreid's deprecated flat layout
+    layout_dirs(data_dir, dataset, layout)  # raises naming what it expected
+    return data_dir
 
 
 class _SyntheticMixin:
@@ -230,6 +240,124 @@ class SyntheticDukeMTMCreID(_SyntheticMixin, DukeMTMCreID):
     """Synthetic DukeMTMC-reID at ``<root>/synthetic_duke/DukeMTMC-reID``."""
 
     layout, folder = "duke", "synthetic_duke"
+
+
+def make_split(
+    dataset: str,
+    root: str | os.PathLike,
+    profile: str = "full",
+    seed: int = 0,
+    progress: bool = False,
+    **params: Any,
+) -> dict:
+    """Scan a dataset's training folder and build its imbalance manifest.
+
+    Args:
+        dataset: ``market1501`` or ``dukemtmcreid``.
+        root: The data root (``data.root``) holding ``market1501/`` or ``dukemtmc-reid/``.
+        profile: Imbalance profile (see :mod:`reid_ir.data.imbalance`).
+        seed: Seed of the split.
+        progress: Show a progress bar while scanning.
+        **params: The other ``data.imbalance`` keys (rho, n_max, ...).
+
+    Returns:
+        The manifest dict (see :func:`reid_ir.data.imbalance.make_manifest`).
+    """
+    if dataset not in BASE_DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {list(BASE_DATASETS)}")
+    data_dir = find_data_dir(root, dataset)
+    records = scan_dir(
+        data_dir / "bounding_box_train",
+        BASE_DATASETS[dataset][1],
+        rel_to=data_dir,
+        progress=progress,
+    )
+    return _imb.make_manifest(dataset, records, profile, seed, **params)
+
+
+def manifest_records(
+    manifest: dict, dataset: str, data_dir: str | os.PathLike
+) -> list[tuple[str, int, int]]:
+    """The manifest's images as ``(absolute path, pid, camid)``, checked against the dataset.
+
+    Raises:
+        ValueError: The manifest belongs to another dataset, or names a file
+            outside ``bounding_box_train`` or with a name of another layout.
+        FileNotFoundError: Files named by the manifest are missing (lists some).
+    """
+    if manifest.get("dataset") != dataset:
+        raise ValueError(
+            f"the manifest is for dataset {manifest.get('dataset')!r}, not {dataset!r}"
+        )
+    layout = BASE_DATASETS[dataset][1]
+    data_dir = Path(data_dir)
+    out, missing = [], []
+    for rel in manifest["images"]:
+        folder, _, name = rel.partition("/")
+        if folder != "bounding_box_train" or "/" in name:
+            raise ValueError(f"manifest image {rel!r} is not in bounding_box_train/ of {dataset}")
+        try:
+            pid, camid = parse_name(name, layout)
+        except ValueError as e:
+            raise ValueError(f"manifest image {rel!r} does not belong to {dataset}: {e}") from None
+        path = data_dir / rel
+        if not path.is_file():
+            missing.append(str(path))
+        out.append((str(path), pid, camid))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} images of the manifest are missing, e.g. {missing[:3]}"
+        )
+    return out
+
+
+class _ImbalancedMixin:
+    """Shared constructor of the ``*_imb`` datasets; subclasses set the class attributes."""
+
+    base_name = "market1501"
+    #: The data.imbalance keys; rebound by register_datasets().
+    imbalance_kwargs: dict[str, Any] = {}
+
+    def __init__(self, root: str = "", **kwargs: Any) -> None:
+        folder, self.layout = BASE_DATASETS[self.base_name]
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.dataset_dir = os.path.join(self.root, folder)
+        self.data_dir = str(find_data_dir(self.root, self.base_name))
+        dirs = layout_dirs(self.data_dir, self.base_name, self.layout)
+        self.train_dir, self.query_dir, self.gallery_dir = (str(dirs[s]) for s in SPLIT_DIRS)
+        kw = dict(self.imbalance_kwargs)
+        manifest_path = kw.pop("manifest", "")
+        if manifest_path:
+            self.manifest = _imb.load_manifest(manifest_path)
+            source = manifest_path
+        else:
+            self.manifest = make_split(
+                self.base_name, self.root, kw.pop("profile", "full"), kw.pop("seed", 0), **kw
+            )
+            source = f"profile {self.manifest['profile']} {self.manifest['params']} seed {self.manifest['seed']}"
+        train = relabel(manifest_records(self.manifest, self.base_name, self.data_dir))
+        logger.info(
+            "%s_imb train split from %s: %s", self.base_name, source, self.manifest["summary"]
+        )
+        query = process_dir(self.query_dir, self.layout)
+        gallery = process_dir(self.gallery_dir, self.layout)
+        ImageDataset.__init__(self, train, query, gallery, **kwargs)
+
+    def process_dir(self, dir_path: str, relabel: bool = False) -> list[tuple[str, int, int]]:
+        """torchreid's hook, with strict parsing (see :func:`process_dir`)."""
+        return process_dir(dir_path, self.layout, relabel_pids=relabel)
+
+
+class ImbalancedMarket1501(_ImbalancedMixin, Market1501):
+    """Market-1501 whose training set is an imbalance split (``market1501_imb``)."""
+
+    base_name = "market1501"
+
+
+class ImbalancedDukeMTMCreID(_ImbalancedMixin, DukeMTMCreID):
+    """DukeMTMC-reID whose training set is an imbalance split (``dukemtmcreid_imb``)."""
+
+    base_name = "dukemtmcreid"
 
 
 def _image_registry() -> dict:
@@ -283,7 +411,18 @@ def register_datasets(synthetic: dict | None = None, imbalance: dict | None = No
             name,
             type(base.__name__, (base,), {"synthetic_kwargs": dict(syn), "__module__": __name__}),
         )
-    del imb  # market1501_imb / dukemtmcreid_imb: bound here once reid_ir.data.imbalance lands
+    if imb:
+        _imb.profile_params(
+            imb.get("profile", "full"), **{k: v for k, v in imb.items() if k != "profile"}
+        )
+    for name, base in (
+        ("market1501_imb", ImbalancedMarket1501),
+        ("dukemtmcreid_imb", ImbalancedDukeMTMCreID),
+    ):
+        _bind(
+            name,
+            type(base.__name__, (base,), {"imbalance_kwargs": dict(imb), "__module__": __name__}),
+        )
 
 
 def dataset_kwargs_from_cfg(cfg: Any) -> dict[str, dict]:
