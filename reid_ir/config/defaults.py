@@ -217,15 +217,15 @@ _C.data.imbalance.manifest = ""
 _C.data.imbalance.seed = 0
 # long_tail: imbalance ratio rho = n_max / n_min.
 _C.data.imbalance.rho = 10.0
-# long_tail: image count of the largest identity (0: the largest count available).
+# long_tail: image count of the largest identity (0: the largest the training set can supply for this rho).
 _C.data.imbalance.n_max = 0
 # long_tail: floor on any identity's image count.
 _C.data.imbalance.min_images = 1
-# tail_fewshot: fraction of identities reduced to few shots.
+# tail_fewshot: fraction of identities reduced to few shots, in (0, 1].
 _C.data.imbalance.tail_fraction = 0.5
 # tail_fewshot: images kept per tail identity.
 _C.data.imbalance.tail_images = 2
-# balanced_control: the imbalanced profile whose identities and image count it matches.
+# balanced_control: the profile (long_tail or tail_fewshot, built from these same keys) whose ids and image count it matches.
 _C.data.imbalance.control_of = "long_tail"
 
 _C.loss.margin = CN()
