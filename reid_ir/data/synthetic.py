@@ -49,21 +49,12 @@ LAYOUTS = {
 SPLIT_DIRS = ("bounding_box_train", "query", "bounding_box_test")
 
 # Clothing palette (RGB, 0..1): shared by all identities on purpose.
-_PALETTE = np.array(
-    [
-        [0.85, 0.10, 0.10],
-        [0.10, 0.25, 0.75],
-        [0.10, 0.60, 0.20],
-        [0.90, 0.85, 0.15],
-        [0.92, 0.92, 0.92],
-        [0.12, 0.12, 0.12],
-        [0.55, 0.35, 0.20],
-        [0.55, 0.20, 0.65],
-        [0.95, 0.55, 0.10],
-        [0.50, 0.50, 0.50],
-    ],
-    dtype=np.float32,
-)
+# fmt: off
+_PALETTE = np.array([
+    [0.85, 0.10, 0.10], [0.10, 0.25, 0.75], [0.10, 0.60, 0.20], [0.90, 0.85, 0.15], [0.92, 0.92, 0.92],
+    [0.12, 0.12, 0.12], [0.55, 0.35, 0.20], [0.55, 0.20, 0.65], [0.95, 0.55, 0.10], [0.50, 0.50, 0.50],
+], dtype=np.float32)
+# fmt: on
 _SKIN = np.array([[0.95, 0.80, 0.65], [0.80, 0.60, 0.45], [0.50, 0.35, 0.25]], dtype=np.float32)
 _HAIR = np.array([[0.08, 0.06, 0.05], [0.45, 0.30, 0.15], [0.85, 0.75, 0.45]], dtype=np.float32)
 _PATTERNS = ("solid", "hstripes", "vstripes", "checks", "logo")
