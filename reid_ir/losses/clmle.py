@@ -33,7 +33,9 @@ cluster than to its class's other clusters and ``m_between`` closer than to
 any other class's cluster. As ``a`` is the nearest own centroid,
 ``theta_own <= theta_in``: the within hinge only acts on samples less than
 ``m_within`` from the boundary between two clusters of their class. Vectorised over the batch with a padded (C, K, D)
-centroid tensor and a (C, K) mask: one (B, D) x (D, C K) product per step.
+centroid tensor and a (C, K) mask: one (B, D) x (D, C K) product per step,
+without gradient, mines the three centroids of each sample; the gradient flows
+through those three cosines only.
 
 Where it follows the papers and where not
 -----------------------------------------
@@ -101,23 +103,23 @@ def clmle_margin_terms(
     b = features.shape[0]
     c, k, d = centroids.shape
     x = F.normalize(features.float(), dim=1)
-    cos = (x @ centroids.reshape(c * k, d).t()).view(b, c, k)
-    cos = cos.masked_fill(~valid.unsqueeze(0), _MASKED)
+    flat = centroids.reshape(c * k, d)
     rows = torch.arange(b, device=features.device)
-    own = cos[rows, targets]  # (B, K)
-    own_best, own_idx = own.max(1)
-    other_same = own.scatter(1, own_idx.unsqueeze(1), _MASKED).max(1).values
-    is_target = F.one_hot(targets, c).bool().unsqueeze(2)  # (B, C, 1)
-    other_class = cos.masked_fill(is_target, _MASKED).view(b, c * k).max(1).values
-    exists = _MASKED / 2  # real cosines are >= -1
-    theta_own = _angle(own_best)
-    has_own = own_best > exists
-    within = F.relu(theta_own + margin_within - _angle(other_same)) * (
-        has_own & (other_same > exists)
-    )
-    between = F.relu(theta_own + margin_between - _angle(other_class)) * (
-        has_own & (other_class > exists)
-    )
+    with torch.no_grad():  # mining: which three centroids matter for each sample
+        cos = (x @ flat.t()).view(b, c, k).masked_fill(~valid.unsqueeze(0), _MASKED)
+        own = cos[rows, targets]  # (B, K)
+        own_best, own_idx = own.max(1)
+        other_same, same_idx = own.scatter(1, own_idx.unsqueeze(1), _MASKED).max(1)
+        is_target = F.one_hot(targets, c).bool().unsqueeze(2)  # (B, C, 1)
+        other_class, other_idx = cos.masked_fill(is_target, _MASKED).view(b, c * k).max(1)
+        exists = _MASKED / 2  # real cosines are >= -1
+        has_own = own_best > exists
+        has_in, has_out = has_own & (other_same > exists), has_own & (other_class > exists)
+        picked = torch.stack([targets * k + own_idx, targets * k + same_idx, other_idx], 1)
+    # gradient only through the three picked cosines: a (B, 3, D) product, not (B, C K, D)
+    theta = _angle(torch.einsum("bd,bjd->bj", x, flat[picked]))  # (B, 3)
+    within = F.relu(theta[:, 0] + margin_within - theta[:, 1]) * has_in
+    between = F.relu(theta[:, 0] + margin_between - theta[:, 2]) * has_out
     return within, between, cos.amax(2)
 
 

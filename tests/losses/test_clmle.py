@@ -73,34 +73,40 @@ def test_between_class_margin_is_violated_near_another_class():
 
 
 def _oracle(features, targets, centroids, labels, mw, mb):
-    """Per-sample loops straight from the formulation in the module docstring."""
+    """Per-sample loops straight from the formulation in the module docstring (differentiable)."""
     within, between = [], []
     x = F.normalize(features, dim=1)
+    zero = features.sum() * 0
     for f, y in zip(x, targets.tolist(), strict=True):
         ang = torch.acos((centroids @ f).clamp(-1, 1))
         own = ang[labels == y]
         a = own.argmin()
         t_own = own[a]
         rest = torch.cat([own[:a], own[a + 1 :]])
-        within.append(max(0.0, float(t_own + mw - rest.min())) if len(rest) else 0.0)
+        within.append(torch.relu(t_own + mw - rest.min()) if len(rest) else zero)
         neg = ang[labels != y]
-        between.append(max(0.0, float(t_own + mb - neg.min())) if len(neg) else 0.0)
-    return torch.tensor(within), torch.tensor(between)
+        between.append(torch.relu(t_own + mb - neg.min()) if len(neg) else zero)
+    return torch.stack(within), torch.stack(between)
 
 
-def test_vectorised_terms_match_the_per_sample_oracle():
+def test_vectorised_terms_and_gradients_match_the_per_sample_oracle():
     g = torch.Generator().manual_seed(0)
     counts = torch.tensor([3, 1, 2, 0, 3])  # class 3 has no cluster
     labels = torch.repeat_interleave(torch.arange(5), counts)
     centroids = F.normalize(torch.randn(len(labels), 6, generator=g), dim=1)
     targets = torch.tensor([0, 1, 2, 4, 0, 2, 1, 4, 0, 4])
-    feats = torch.randn(len(targets), 6, generator=g)
+    feats = torch.randn(len(targets), 6, generator=g, requires_grad=True)
+    ref_feats = feats.detach().clone().requires_grad_(True)
     padded, valid = pad_centroids(centroids, labels, 5)
     within, between, scores = clmle_margin_terms(feats, targets, padded, valid, 0.4, 0.6)
-    ref_w, ref_b = _oracle(feats, targets, centroids, labels, 0.4, 0.6)
+    ref_w, ref_b = _oracle(ref_feats, targets, centroids, labels, 0.4, 0.6)
     assert torch.allclose(within, ref_w, atol=1e-4) and torch.allclose(between, ref_b, atol=1e-4)
     assert (within > 0).any() and (between > 0).any()
     assert scores.shape == (10, 5) and (scores[:, 3] == -2).all()
+    (within.sum() + 2 * between.sum()).backward()
+    (ref_w.sum() + 2 * ref_b.sum()).backward()
+    assert torch.allclose(feats.grad, ref_feats.grad, atol=1e-4)
+    assert feats.grad.abs().sum() > 0
 
 
 def test_sample_of_a_class_without_clusters_adds_nothing_and_stays_finite():
