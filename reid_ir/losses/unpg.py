@@ -12,8 +12,8 @@ in-batch negative pair similarities to the classification loss's negatives:
   the margin on the target class only, before scaling;
 * MLPG: ``z = x / |x|``; negatives ``n = {z_i . z_j : i < j, y_i != y_j}`` (L,),
   each unordered pair once, gradients into both sides;
-* filter (box and whisker): ``s = sort(n)``, ``Q1 = s[int(0.25 L)]``,
-  ``Q3 = s[int(0.75 L)]``, keep ``k = {s_l in [Q1 - w IQR, Q3 + w IQR]}`` (K,);
+* filter (box and whisker): with ``s = sort(n)``, ``Q1 = s[int(0.25 L)]``,
+  ``Q3 = s[int(0.75 L)]``, keep ``k = {n_l in [Q1 - w IQR, Q3 + w IQR]}`` (K,);
   fewer than 4 negatives are all kept;
 * loss: ``cross_entropy(scale * [mcos | k repeated on every row], y)`` with the
   head's scale (plain cross-entropy, no label smoothing, as in the paper).
@@ -34,6 +34,7 @@ Every cosine head of the registry that exposes ``cosines``,
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,11 @@ HEAD_METHODS = ("cosines", "margin_cosines", "logit_scale")
 def in_batch_negatives(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Similarities of every unordered pair with different labels.
 
+    The pairs ``i < j`` are the strict upper triangle of the (N, N) Gram
+    matrix (the positions ``torch.triu_indices(N, N, 1)`` lists), selected
+    with one boolean mask rather than index lists: same pairs, same order,
+    fewer small ops per step.
+
     Args:
         z: (N, D) embeddings (normalised by the caller for cosines).
         labels: (N,) identities.
@@ -66,34 +72,65 @@ def in_batch_negatives(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         (L,) ``z_i . z_j`` for ``i < j`` and ``labels_i != labels_j``, in
         row-major order of (i, j); differentiable w.r.t. both sides.
     """
-    n = z.shape[0]
-    i, j = torch.triu_indices(n, n, offset=1, device=z.device)
-    negative = labels[i] != labels[j]
-    return (z @ z.t())[i[negative], j[negative]]
+    negative = (labels.unsqueeze(1) != labels.unsqueeze(0)).triu_(diagonal=1)
+    return _Gram.apply(z)[negative]
 
 
-def box_whisker_filter(negatives: torch.Tensor, whisker: float = 1.5) -> torch.Tensor:
-    """Keep the negatives inside the box plot's whiskers.
+class _Gram(torch.autograd.Function):
+    """``z z^T`` whose backward is one matmul, ``(G + G^T) z``, instead of two."""
 
-    ``s = sort(negatives)``; ``Q1 = s[int(0.25 L)]``, ``Q3 = s[int(0.75 L)]``
-    (positions in the sorted list, no interpolation); keep
-    ``Q1 - w IQR <= s_l <= Q3 + w IQR``. With fewer than 4 values all are kept.
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        return z @ z.t()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        return (grad + grad.t()) @ z
+
+
+def whisker_bounds(
+    negatives: torch.Tensor, whisker: float = 1.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box-and-whisker bounds ``(Q1 - w IQR, Q3 + w IQR)`` of L >= 1 values.
+
+    With ``s = sort(negatives)``: ``Q1 = s[int(0.25 L)]``, ``Q3 = s[int(0.75 L)]``
+    (positions in the sorted list, no interpolation), read with two
+    ``kthvalue`` selections (O(L)) instead of a full sort.
 
     Args:
         negatives: (L,) similarities.
         whisker: w.
 
     Returns:
-        (K,) the kept values in ascending order (K >= 1 when L >= 1).
+        Two 0-d tensors (no gradient: the bounds only select values).
     """
-    s, _ = torch.sort(negatives)
-    num = s.numel()
-    if num < 4:
-        return s
-    q1, q3 = s[int(0.25 * num)], s[int(0.75 * num)]
+    values = negatives.detach()
+    num = values.numel()
+    q1 = torch.kthvalue(values, int(0.25 * num) + 1).values
+    q3 = torch.kthvalue(values, int(0.75 * num) + 1).values
     iqr = q3 - q1
-    keep = (s >= q1 - whisker * iqr) & (s <= q3 + whisker * iqr)
-    return s[keep]
+    return q1 - whisker * iqr, q3 + whisker * iqr
+
+
+def box_whisker_filter(negatives: torch.Tensor, whisker: float = 1.5) -> torch.Tensor:
+    """Keep the negatives inside the box plot's whiskers (:func:`whisker_bounds`).
+
+    Fewer than 4 values are all kept.
+
+    Args:
+        negatives: (L,) similarities.
+        whisker: w.
+
+    Returns:
+        (K,) the kept values, in their input order (K >= 1 when L >= 1; the
+        order is irrelevant to the loss, which only sums their exponentials).
+    """
+    if negatives.numel() < 4 or math.isinf(whisker):
+        return negatives
+    low, high = whisker_bounds(negatives, whisker)
+    return negatives[(negatives >= low) & (negatives <= high)]
 
 
 # ----------------------------------------------------------------- distributed
@@ -186,12 +223,25 @@ class UNPGLoss(ReidLoss):
         self.whisker = float(whisker)
         self.gather = bool(gather)
 
-    def negatives(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(L,) in-batch negative cosines (all ranks' batches when ``gather``)."""
-        z = F.normalize(features, dim=1)
+    def negatives(self, z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(L,) in-batch negative cosines of the (B, D) normalised embeddings ``z``.
+
+        With ``gather``, the pairs range over every rank's batch.
+        """
         if self.gather:
             z, targets = gather_with_grad(z, targets)
         return in_batch_negatives(z, targets)
+
+    def cosines(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The head's (B, C) cosines, reusing the normalised embeddings ``z`` when it can.
+
+        A head exposing ``normalized_class_weight()`` (the cosine core of
+        ``reid_ir.losses.margin``) has ``cosines(x) = (x / |x|) W_n^T``; computing
+        it from ``z`` saves normalising (and back-propagating through) the
+        features twice. Other heads use their own ``cosines``.
+        """
+        weight = getattr(self.head, "normalized_class_weight", None)
+        return z @ weight().t() if callable(weight) else self.head.cosines(features)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """UNPG loss.
@@ -204,7 +254,8 @@ class UNPGLoss(ReidLoss):
             LossOutput: the loss, the head's (B, C) cosines as ``logits`` and
             ``terms`` ``unpg_negatives`` (L) and ``unpg_kept`` (K) as 0-d tensors.
         """
-        negatives = self.negatives(features, targets)
+        z = F.normalize(features, dim=1)
+        negatives = self.negatives(z, targets)
         num_neg = negatives.numel()
         if num_neg == 0:  # no negative pair: the head's own loss
             out = self.head(features, targets)
@@ -213,7 +264,7 @@ class UNPGLoss(ReidLoss):
                 out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
             )
         kept = box_whisker_filter(negatives, self.whisker)
-        cos = self.head.cosines(features)
+        cos = self.cosines(features, z)
         scale = self.head.logit_scale(features)
         logits = scale * self.head.margin_cosines(features, targets, cos)
         # logsumexp over the K shared columns (1, 1), or (B, 1) for a per-row scale.

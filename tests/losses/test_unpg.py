@@ -102,13 +102,15 @@ def test_quartile_positions_are_sorted_list_positions():
     # L = 10 -> Q1 = s[2] = 0, Q3 = s[7] = 2, IQR = 2; w = 0.5 -> keep [-1, 3], bounds included.
     # (Interpolated quartiles, 0.125 and 1.9375, would drop -1 and 3 as well.)
     values = torch.tensor([5.0, -1.0, 0.5, 2.0, 0.0, 1.5, -4.0, 3.0, 1.0, 1.75])
-    kept = box_whisker_filter(values, whisker=0.5)
+    kept = box_whisker_filter(values, whisker=0.5).sort().values
     torch.testing.assert_close(kept, torch.tensor([-1.0, 0.0, 0.5, 1.0, 1.5, 1.75, 2.0, 3.0]))
     # L = 7 -> Q1 = s[int(1.75)] = s[1], Q3 = s[int(5.25)] = s[5] (no interpolation).
     values = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 100.0])
-    kept = box_whisker_filter(values, whisker=0.0)
+    kept = box_whisker_filter(values, whisker=0.0).sort().values
     torch.testing.assert_close(kept, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
     assert torch.equal(box_whisker_filter(values, whisker=math.inf), values)
+    ties = torch.full((6,), 0.25)  # IQR = 0: every value sits on both quartiles
+    assert torch.equal(box_whisker_filter(ties, whisker=1.5), ties)
 
 
 def test_negatives_are_each_unordered_pair_once_with_gradients_on_both_sides():
