@@ -32,10 +32,11 @@ is exactly 0 when every sample is ``m_within`` closer (in angle) to its own
 cluster than to its class's other clusters and ``m_between`` closer than to
 any other class's cluster. As ``a`` is the nearest own centroid,
 ``theta_own <= theta_in``: the within hinge only acts on samples less than
-``m_within`` from the boundary between two clusters of their class. Vectorised over the batch with a padded (C, K, D)
-centroid tensor and a (C, K) mask: one (B, D) x (D, C K) product per step,
-without gradient, mines the three centroids of each sample; the gradient flows
-through those three cosines only.
+``m_within`` from the boundary between two clusters of their class.
+
+Vectorised over the batch with a padded (C, K, D) centroid tensor and a (C, K)
+mask: one (B, D) x (D, C K) product per step, without gradient, mines the three
+centroids of each sample; the gradient flows through those three cosines only.
 
 Where it follows the papers and where not
 -----------------------------------------
