@@ -6,9 +6,9 @@ by an IR loss (so it moves with ``.to(device)`` and is part of the loss's
 (``reid_ir.engine.hooks.center_tracker``) updates it in place after each
 optimizer step with :func:`update_centers`.
 
-Per-step cost is O(B x D) whatever the number of classes C: the batch is grouped
-into at most B class slots (sort + cumsum, fixed shapes, no host sync), per-slot
-sums and counts come from ``index_add_``, and only the batch's rows of the
+Per-step cost is O(B x D) whatever the number of classes C: samples are grouped
+by class through a (B, B) label-equality matrix (fixed shapes, no host sync),
+per-class sums come from ``index_add_``, and only the batch's rows of the
 (C, D) buffer are read and written.
 """
 
@@ -46,31 +46,24 @@ def _distributed() -> bool:
 
 def batch_class_stats(
     features: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-class sums and counts of a batch in B fixed slots (no host sync).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample sums and counts of the sample's class within the batch (no host sync).
 
-    Slot ``j < U`` (U = number of distinct labels) holds the j-th smallest label;
-    slots ``j >= U`` are empty (count 0) and name the class of slot 0, so that
-    writing "slot 0's value" there is a harmless duplicate.
+    Samples of one class share one slot (the position of the class's first
+    sample), so rows of the same class are bitwise identical.
 
     Args:
         features: (B, D) embeddings.
         targets: (B,) labels.
 
     Returns:
-        classes (B,) long, sums (B, D), counts (B,) in ``features.dtype``.
+        sums (B, D): sum of the features of sample i's class; counts (B,) its
+        number of samples, in ``features.dtype``.
     """
-    num = targets.numel()
-    sorted_t, order = torch.sort(targets)
-    starts = torch.ones(num, dtype=torch.bool, device=targets.device)
-    starts[1:] = sorted_t[1:] != sorted_t[:-1]
-    slot_sorted = torch.cumsum(starts, 0) - 1
-    slot = torch.empty_like(slot_sorted).scatter_(0, order, slot_sorted)
-    classes = torch.zeros_like(sorted_t).scatter_(0, slot_sorted, sorted_t)
-    sums = features.new_zeros(num, features.shape[1]).index_add_(0, slot, features)
-    counts = features.new_zeros(num).index_add_(0, slot, features.new_ones(num))
-    classes = torch.where(counts > 0, classes, classes[0])
-    return classes, sums, counts
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)  # (B, B): O(B^2) <= O(B x D)
+    slot = same.to(torch.uint8).argmax(1)  # first sample of the same class
+    sums = torch.zeros_like(features).index_add_(0, slot, features)
+    return sums.index_select(0, slot), same.sum(1).to(features.dtype)
 
 
 def _gathered_class_stats(
@@ -78,41 +71,31 @@ def _gathered_class_stats(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`batch_class_stats` over the union of every rank's batch.
 
-    Labels of all ranks are all-gathered (padded to the largest batch with -1),
-    every rank derives the same slots from them, adds its own samples into those
-    slots, and the (S, D) sums and (S,) counts are all-reduced. Communication is
+    Labels of all ranks are all-gathered; every rank derives the same slots from
+    them, adds its own samples into those slots, and the slot sums are
+    all-reduced (the counts follow from the gathered labels). Communication is
     O(world x B x D), independent of C.
+
+    Returns:
+        all_targets (N,), sums (N, D), counts (N,) for the N samples of all ranks.
     """
-    world = dist.get_world_size()
+    world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([targets.numel()], device=targets.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
-    max_size = int(max(s.item() for s in sizes))  # host sync only under torch.distributed
-    padded = torch.full((max_size,), -1, dtype=targets.dtype, device=targets.device)
+    sizes_host = [int(s.item()) for s in sizes]  # host sync, only under torch.distributed
+    padded = torch.full((max(sizes_host),), -1, dtype=targets.dtype, device=targets.device)
     padded[: targets.numel()] = targets
-    everyone = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(everyone, padded)
-    all_targets = torch.cat(everyone)
-    # Ranks' own samples sit at [rank * max_size, rank * max_size + B) of the gathered labels.
-    num = all_targets.numel()
-    sorted_t, order = torch.sort(all_targets)
-    starts = torch.ones(num, dtype=torch.bool, device=targets.device)
-    starts[1:] = sorted_t[1:] != sorted_t[:-1]
-    slot_sorted = torch.cumsum(starts, 0) - 1
-    slot = torch.empty_like(slot_sorted).scatter_(0, order, slot_sorted)
-    classes = torch.zeros_like(sorted_t).scatter_(0, slot_sorted, sorted_t)
-    offset = dist.get_rank() * max_size
-    mine = slot[offset : offset + targets.numel()]
-    sums = features.new_zeros(num, features.shape[1]).index_add_(0, mine, features)
-    counts = features.new_zeros(num).index_add_(0, mine, features.new_ones(targets.numel()))
+    chunks = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(chunks, padded)
+    all_targets = torch.cat([c[:n] for c, n in zip(chunks, sizes_host, strict=True)])
+    same = all_targets.unsqueeze(0) == all_targets.unsqueeze(1)
+    slot = same.to(torch.uint8).argmax(1)
+    offset = sum(sizes_host[:rank])
+    sums = features.new_zeros(len(all_targets), features.shape[1])
+    sums.index_add_(0, slot[offset : offset + targets.numel()], features)
     dist.all_reduce(sums)
-    dist.all_reduce(counts)
-    # Padding (-1) forms slot 0 when present; it and empty slots must not be written.
-    valid = (counts > 0) & (classes >= 0)
-    first_valid = classes[torch.argmax(valid.to(torch.uint8))]
-    classes = torch.where(valid, classes, first_valid)
-    counts = torch.where(valid, counts, torch.zeros_like(counts))
-    return classes, sums, counts
+    return all_targets, sums.index_select(0, slot), same.sum(1).to(features.dtype)
 
 
 @torch.no_grad()
@@ -131,9 +114,11 @@ def update_centers(
       (Wen et al., 2016, n_c = batch images of c);
     * ``exact``: no per-step change (the hook recomputes all means each epoch).
 
-    Classes absent from the batch are untouched. Under torch.distributed the
-    per-class sums and counts of the union of all ranks' batches are
-    all-reduced first, so every rank applies the same update.
+    Classes absent from the batch are untouched. Each sample writes its class's
+    new row; samples of one class write bitwise identical rows, so the result
+    is deterministic. Under torch.distributed the per-class sums of the union
+    of all ranks' batches are all-reduced first, so every rank applies the same
+    update.
 
     Args:
         centers: (C, D) buffer, modified in place.
@@ -147,23 +132,20 @@ def update_centers(
         return
     if rule not in UPDATE_RULES:
         raise ValueError(f"unknown center update rule {rule!r}; known: {list(UPDATE_RULES)}")
-    features = features.to(centers.dtype)
+    if features.dtype != centers.dtype:
+        features = features.to(centers.dtype)
     if _distributed():
-        classes, sums, counts = _gathered_class_stats(features, targets)
+        targets, sums, counts = _gathered_class_stats(features, targets)
     else:
-        classes, sums, counts = batch_class_stats(features, targets)
-    old = centers.index_select(0, classes)
+        sums, counts = batch_class_stats(features, targets)
+    old = centers.index_select(0, targets)
     if rule == "ema":
-        mean = sums / counts.clamp_min(1).unsqueeze(1)
+        mean = sums / counts.unsqueeze(1)
         new = torch.lerp(mean, old, momentum) if momentum > 0 else mean
     else:  # center_loss
-        new = old - alpha * (counts.unsqueeze(1) * old - sums) / (1 + counts.unsqueeze(1))
-    # Empty slots repeat a real class; give them that class's new value so the
-    # duplicate writes agree (index_put_ without accumulate is deterministic then).
-    used = (counts > 0).unsqueeze(1)
-    first = torch.argmax(used.squeeze(1).to(torch.uint8))
-    new = torch.where(used, new, new[first])
-    centers.index_put_((classes,), new)
+        counts = counts.unsqueeze(1)
+        new = old - alpha * (counts * old - sums) / (1 + counts)
+    centers.index_put_((targets,), new)
 
 
 @torch.no_grad()
