@@ -25,7 +25,7 @@ softmax only through ``logsumexp(scale * k)``; the loss appends that one
 column instead of K copies (identical value and gradients, O(B + K) memory
 instead of O(B K), which matters once ``gather`` makes L ~ (world B)^2 / 2).
 
-Every cosine head of the registry that exposes ``cosines``,
+Every cosine head of the registry that exposes ``unit_cosines``,
 ``margin_cosines`` and ``logit_scale`` gets a ``unpg_<name>`` twin
 (:func:`register_unpg_variants`); ``loss.unpg.enabled: true`` maps
 ``loss.name: N`` to ``unpg_N`` (:func:`resolve_loss_name`).
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "unpg_"
 
 #: What a head must provide to be wrapped.
-HEAD_METHODS = ("cosines", "margin_cosines", "logit_scale")
+HEAD_METHODS = ("unit_cosines", "margin_cosines", "logit_scale")
 
 
 # --------------------------------------------------------------------------- MLPG
@@ -202,7 +202,7 @@ class UNPGLoss(ReidLoss):
     """UNPG over a cosine-margin head (see the module docstring for the formula).
 
     Args:
-        head: a loss exposing ``cosines(x) -> (B, C)``,
+        head: a loss exposing ``unit_cosines(x / |x|) -> (B, C)``,
             ``margin_cosines(x, y, cosines) -> (B, C)`` and
             ``logit_scale(x) -> float | (B, 1)`` (every head of
             ``reid_ir.losses.margin`` and its IR variants).
@@ -232,17 +232,6 @@ class UNPGLoss(ReidLoss):
             z, targets = gather_with_grad(z, targets)
         return in_batch_negatives(z, targets)
 
-    def cosines(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The head's (B, C) cosines, reusing the normalised embeddings ``z`` when it can.
-
-        A head exposing ``normalized_class_weight()`` (the cosine core of
-        ``reid_ir.losses.margin``) has ``cosines(x) = (x / |x|) W_n^T``; computing
-        it from ``z`` saves normalising (and back-propagating through) the
-        features twice. Other heads use their own ``cosines``.
-        """
-        weight = getattr(self.head, "normalized_class_weight", None)
-        return z @ weight().t() if callable(weight) else self.head.cosines(features)
-
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """UNPG loss.
 
@@ -264,7 +253,7 @@ class UNPGLoss(ReidLoss):
                 out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
             )
         kept = box_whisker_filter(negatives, self.whisker)
-        cos = self.cosines(features, z)
+        cos = self.head.unit_cosines(z)  # the features are normalised once, for both parts
         scale = self.head.logit_scale(features)
         logits = scale * self.head.margin_cosines(features, targets, cos)
         # logsumexp over the K shared columns (1, 1), or (B, 1) for a per-row scale.
