@@ -40,7 +40,9 @@ def test_unpg_ir_am_softmax_trains_with_tracked_centers(tmp_path):
     bank = engine.criterion.head.bank
     engine.run(**engine_run_kwargs(cfg))
     assert bool(bank.initialized) and bank.centers.abs().sum() > 0
-    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    ]
     assert len(records) == 2
     for record in records:
         assert torch.isfinite(torch.tensor(record["loss"]))
