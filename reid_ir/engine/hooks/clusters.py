@@ -209,7 +209,7 @@ class ClusterHook(HookBase):
         self.centroids: torch.Tensor | None = None  # (M, D)
         self.centroid_labels: torch.Tensor | None = None  # (M,)
         self.assignments: torch.Tensor | None = None  # (N,)
-        self.refreshed_epoch = -1
+        self.refreshed_epoch = -1  # epochs trained when the clusters were computed
         self._cache: dict = {}
 
     @property
@@ -237,18 +237,23 @@ class ClusterHook(HookBase):
         self._cache = {}
 
     def refresh(
-        self, features: torch.Tensor | None = None, pids: torch.Tensor | None = None
+        self,
+        features: torch.Tensor | None = None,
+        pids: torch.Tensor | None = None,
+        epochs_done: int = -1,
     ) -> None:
         """Re-cluster ``features``/``pids`` (default: the trainer's training-set embeddings).
 
         Args:
             features: (N, D) embeddings or None to call ``trainer.extract_train_embeddings()``.
             pids: (N,) class ids.
+            epochs_done: training epochs finished by the model that embedded
+                ``features`` (stored as ``refreshed_epoch``; -1: unknown).
         """
         if features is None:
             features, pids = self.trainer.extract_train_embeddings()
         features = torch.as_tensor(features)
-        epoch = int(getattr(self.trainer, "epoch", -1)) if hasattr(self, "_trainer") else -1
+        epoch = int(epochs_done)
         start = time.perf_counter()
         result = None
         if not _distributed() or dist.get_rank() == 0:
@@ -268,7 +273,7 @@ class ClusterHook(HookBase):
         self.set_clusters(*result, epoch=epoch)
         counts = torch.bincount(self.centroid_labels, minlength=self.num_classes)
         logger.info(
-            "CLMLE clusters refreshed at epoch %d: %d centroids over %d classes (%d with >1 cluster) in %.1fs",
+            "CLMLE clusters refreshed after %d epochs: %d centroids over %d classes (%d with >1 cluster) in %.1fs",
             epoch, len(self.centroid_labels), int((counts > 0).sum()), int((counts > 1).sum()),
             time.perf_counter() - start,
         )  # fmt: skip
@@ -292,15 +297,15 @@ class ClusterHook(HookBase):
     def before_train(self) -> None:
         if self.has_clusters:
             logger.info(
-                "CLMLE clusters restored from the checkpoint (computed at epoch %d)",
+                "CLMLE clusters already present (restored from a checkpoint; computed after %d epochs)",
                 self.refreshed_epoch,
             )
             return
-        self.refresh()
+        self.refresh(epochs_done=int(getattr(self.trainer, "epoch", 0)))
 
     def after_epoch(self) -> None:
         if self.refresh_epochs > 0 and (int(self.trainer.epoch) + 1) % self.refresh_epochs == 0:
-            self.refresh()
+            self.refresh(epochs_done=int(self.trainer.epoch) + 1)
 
     def state_dict(self) -> dict:
         if not self.has_clusters:

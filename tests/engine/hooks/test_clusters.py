@@ -108,7 +108,7 @@ def test_before_train_clusters_a_fresh_run_and_after_epoch_refreshes_on_schedule
     assert trainer.extract_calls == 1
     trainer.epoch = 1
     hook.after_epoch()  # epoch 1 done: refresh
-    assert trainer.extract_calls == 2 and hook.refreshed_epoch == 1
+    assert trainer.extract_calls == 2 and hook.refreshed_epoch == 2  # after 2 epochs
     assert len(hook.assignments) == len(pids)
 
 
