@@ -187,8 +187,6 @@ _C.model.embedding_dim = 0
 # Data additions.
 # Skip (and count) unreadable images instead of stopping with an error.
 _C.data.skip_corrupt = False
-# Evaluate on the first N query images only (0: all); for quick checks.
-_C.data.max_query = 0
 
 _C.data.synthetic = CN()
 # Synthetic data: identities in the training split.

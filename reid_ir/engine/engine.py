@@ -36,8 +36,7 @@ from reid_ir import compat
 from reid_ir.engine import checkpoint as ckpt_io
 from reid_ir.engine.hooks.base import HookBase
 from reid_ir.evaluation import evaluate
-from reid_ir.reports.plots import plot_cmc
-from reid_ir.reports.tables import write_json
+from reid_ir.reports import write_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +177,13 @@ class ReidEngine(compat.engine.Engine):
                 self.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
                 self.train_time += time.time() - tic
                 self._call_hooks("after_epoch")
+            if self.start_epoch >= self.max_epoch > 0 and not self.last_metrics:
+                # resumed from the last epoch's checkpoint (e.g. killed while evaluating)
+                from reid_ir.engine.hooks.evaluator import EvaluationHook
+
+                hook = self.find_hook(EvaluationHook)
+                self.epoch = self.max_epoch - 1
+                self.test(save_dir=self.save_dir, **(hook.test_kwargs if hook else eval_kwargs))
             self._call_hooks("after_train")
         finally:
             if self.writer is not None:
@@ -323,8 +329,7 @@ class ReidEngine(compat.engine.Engine):
             )
             if self.is_main_process:
                 stem = f"{name}_epoch_{metrics['epoch']:03d}"
-                write_json(save_dir / "metrics" / f"{stem}.json", metrics)
-                plot_cmc(metrics["cmc"], save_dir / "metrics" / f"cmc_{stem}.png", title=f"{name}, epoch {metrics['epoch']}")
+                write_evaluation(metrics, save_dir / "metrics", stem, title=f"{name}, epoch {metrics['epoch']}")
                 if self.writer is not None:
                     self.writer.add_scalar(f"Test/{name}/rank1", metrics["rank1"], metrics["epoch"])
                     self.writer.add_scalar(f"Test/{name}/mAP", metrics["mAP"], metrics["epoch"])

@@ -29,6 +29,7 @@ def setup_logging(save_dir: str | None = None, level: int = logging.INFO, rank: 
         console.setFormatter(fmt)
         console._reid_ir = True
         root.addHandler(console)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its per-CPU-feature probing is noise
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         name = "log.txt" if rank == 0 else f"log.rank{rank}.txt"

@@ -24,7 +24,7 @@ import logging
 import torch
 
 from reid_ir.engine.hooks.base import PRIORITY_STATE, HookBase
-from reid_ir.losses.centers import UPDATE_RULES, CenterBank, class_means, update_centers
+from reid_ir.losses.centers import UPDATE_RULES, CenterBank, class_means
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +82,7 @@ class CenterTrackerHook(HookBase):
         if self.update == "exact":
             return
         out = self.trainer.step_outputs
-        update_centers(
-            self.centers,
-            out["features"],
-            out["targets"],
-            self.update,
-            momentum=self.momentum,
-            alpha=self.alpha,
-        )
+        self.bank.update(out["features"], out["targets"], self.update, self.momentum, self.alpha)
 
     def after_epoch(self) -> None:
         if self.update == "exact" and self.trainer.epoch + 1 < self.trainer.max_epoch:
