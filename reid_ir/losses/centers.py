@@ -4,7 +4,7 @@ The state lives in :class:`CenterBank`, a small ``nn.Module`` of buffers owned
 by an IR loss (so it moves with ``.to(device)`` and is part of the loss's
 ``state_dict``). The center tracker hook
 (``reid_ir.engine.hooks.center_tracker``) updates it in place after each
-optimizer step with :func:`update_centers`.
+optimizer step with :meth:`CenterBank.update` (:func:`update_centers`).
 
 Per-step cost is O(B x D) whatever the number of classes C: samples are grouped
 by class through a (B, B) label-equality matrix (fixed shapes, no host sync),
@@ -25,6 +25,12 @@ UPDATE_RULES = ("ema", "center_loss", "exact")
 class CenterBank(nn.Module):
     """(C, D) class centers plus an ``initialized`` flag, as buffers.
 
+    Also keeps the unit-norm centers the cosine heads multiply with
+    (:meth:`unit_centers`), refreshed row by row by :meth:`update` so a
+    forward pass never renormalises all C rows; any other change of
+    ``centers`` (``copy_``, ``load_state_dict``, ``.to()``) invalidates it and
+    the next call recomputes it.
+
     Args:
         num_classes: C.
         feat_dim: D.
@@ -35,9 +41,49 @@ class CenterBank(nn.Module):
         self.num_classes, self.feat_dim = num_classes, feat_dim
         self.register_buffer("centers", torch.zeros(num_classes, feat_dim))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._unit: torch.Tensor | None = None
+        self._unit_key: tuple | None = None
+
+    def _key(self) -> tuple:
+        c = self.centers
+        return (c.data_ptr(), c._version, c.device, c.dtype)
+
+    @torch.no_grad()
+    def unit_centers(self) -> torch.Tensor:
+        """(C, D) L2-normalised centers (zero rows stay zero); cached."""
+        if self._unit is None or self._unit_key != self._key():
+            self._unit = unit_rows(self.centers)
+            self._unit_key = self._key()
+        return self._unit
+
+    @torch.no_grad()
+    def update(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        rule: str = "ema",
+        momentum: float = 0.9,
+        alpha: float = 0.5,
+    ) -> None:
+        """:func:`update_centers` on ``centers``, keeping :meth:`unit_centers` in step (O(B x D))."""
+        fresh = self._unit is not None and self._unit_key == self._key()
+        written = update_centers(self.centers, features, targets, rule, momentum, alpha)
+        if written is not None and fresh:
+            rows, values = written
+            self._unit.index_put_((rows,), unit_rows(values))
+            self._unit_key = self._key()
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}"
+
+
+def unit_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their L2 norms (zero rows stay zero).
+
+    Each row's result depends on that row only, so normalising a few rows or
+    the whole table gives bitwise the same rows.
+    """
+    return rows * rows.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
 
 
 def _distributed() -> bool:
@@ -106,7 +152,7 @@ def update_centers(
     rule: str = "ema",
     momentum: float = 0.9,
     alpha: float = 0.5,
-) -> None:
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Update the rows of ``centers`` of the classes in a batch, in place.
 
     * ``ema``: c <- mu c + (1 - mu) mean_{i: y_i = c} x_i  (mu = ``momentum``);
@@ -127,9 +173,13 @@ def update_centers(
         rule: one of :data:`UPDATE_RULES`.
         momentum: ema momentum mu in [0, 1].
         alpha: center_loss step alpha.
+
+    Returns:
+        (rows (N,), values (N, D)) written (N = B, or the samples of all ranks),
+        or None when nothing changed.
     """
     if rule == "exact" or targets.numel() == 0:
-        return
+        return None
     if rule not in UPDATE_RULES:
         raise ValueError(f"unknown center update rule {rule!r}; known: {list(UPDATE_RULES)}")
     if features.dtype != centers.dtype:
@@ -146,6 +196,7 @@ def update_centers(
         counts = counts.unsqueeze(1)
         new = old - alpha * (counts * old - sums) / (1 + counts)
     centers.index_put_((targets,), new)
+    return targets, new
 
 
 @torch.no_grad()

@@ -61,6 +61,10 @@ class CenterWeights:
         """(C, D) tracked class centers (the class weights)."""
         return self.bank.centers
 
+    def unit_cosines(self, unit_features: torch.Tensor) -> torch.Tensor:
+        """(B, C) cosines of unit-norm features with the (cached) unit-norm centers."""
+        return unit_features @ self.bank.unit_centers().t()
+
     def hooks(self) -> list:
         """A :class:`CenterTrackerHook` that keeps ``bank`` up to date."""
         from reid_ir.engine.hooks.center_tracker import CenterTrackerHook

@@ -112,11 +112,34 @@ class CosineMarginLoss(ReidLoss):
         return self.scale
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
-        """Args: features (B, D), targets (B,). Returns the loss and the (B, C) cosines as scores."""
-        cos = self.cosines(features)
-        logits = self.logit_scale(features) * self.margin_cosines(features, targets, cos)
+        """Cross-entropy over ``logit_scale(x) * margin_cosines(x, y)``.
+
+        Computed without materialising the unscaled cosines: the scale goes
+        into the (B, D) features (``unit_cosines`` is linear), and the margin
+        is added to the B target logits of a flat view (``index_add``, whose
+        backward passes the (B, C) gradient through untouched).
+
+        Args:
+            features: (B, D) embeddings.
+            targets: (B,) labels.
+
+        Returns:
+            The loss, and the scaled cosines (B, C) without margin as ``logits``.
+        """
+        scale = self.logit_scale(features)
+        if self.scale is None:  # s_i = |x_i|, so s_i x_i / |x_i| = x_i
+            scaled_cos = self.unit_cosines(features)
+        else:
+            scaled_cos = self.unit_cosines(F.normalize(features, dim=1) * scale)
+        index = targets.unsqueeze(1)
+        target_scaled = scaled_cos.gather(1, index)
+        cos_target = target_scaled / scale
+        delta = scale * self.target_margin(cos_target) - target_scaled  # (B, 1)
+        num_classes = scaled_cos.shape[1]
+        flat = torch.arange(len(targets), device=targets.device) * num_classes + targets
+        logits = scaled_cos.reshape(-1).index_add(0, flat, delta.reshape(-1)).view_as(scaled_cos)
         self._after_forward()
-        return LossOutput(F.cross_entropy(logits, targets), cos)
+        return LossOutput(F.cross_entropy(logits, targets), scaled_cos)
 
     def _after_forward(self) -> None:
         """State update after a training forward (SphereFace's iteration count)."""
@@ -174,6 +197,18 @@ class ArcFaceLoss(CosineMarginLoss):
         )
 
 
+def _chebyshev_coefficients(m: int) -> list[int]:
+    """Coefficients of T_m (T_0 = 1, T_1 = x, T_k+1 = 2x T_k - T_k-1) for x^m, x^(m-2), ..."""
+    prev, cur = [1], [0, 1]  # ascending powers
+    for _ in range(m - 1):
+        nxt = [0] + [2 * c for c in cur]
+        for i, c in enumerate(prev):
+            nxt[i] -= c
+        prev, cur = cur, nxt
+    poly = cur if m >= 1 else prev
+    return [poly[p] for p in range(m, -1, -2)]
+
+
 class ASoftmaxLoss(CosineMarginLoss):
     """SphereFace / A-Softmax (Liu et al., 2017) with lambda annealing.
 
@@ -208,38 +243,46 @@ class ASoftmaxLoss(CosineMarginLoss):
         self.m = int(m)
         self.lambda_base, self.lambda_gamma = float(lambda_base), float(lambda_gamma)
         self.lambda_power, self.lambda_min = float(lambda_power), float(lambda_min)
-        # cos(m theta) = sum_n (-1)^n C(m, 2n) cos^(m-2n) sin^(2n)  (multiple-angle formula)
-        self._terms = [
-            ((-1) ** n * math.comb(self.m, 2 * n), self.m - 2 * n, n)
-            for n in range(self.m // 2 + 1)
-        ]
+        # cos(m theta) = T_m(cos theta); T_m's coefficients of cos^m, cos^(m-2), ... (highest first)
+        self._cheb = _chebyshev_coefficients(self.m)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self._iteration_host, self._iteration_key = 0, None
 
-    def current_lambda(self) -> torch.Tensor:
-        """0-d tensor: lambda at the current iteration (no host sync)."""
-        t = self.iteration.to(torch.float32)
+    def _iteration_value(self) -> int:
+        """The iteration count as a Python int, mirrored to avoid a device sync per step."""
+        key = (self.iteration.data_ptr(), self.iteration._version)
+        if key != self._iteration_key:  # changed from outside (load_state_dict, .to(), fill_)
+            self._iteration_host, self._iteration_key = int(self.iteration), key
+        return self._iteration_host
+
+    def current_lambda(self) -> float:
+        """lambda at the current iteration."""
+        t = self._iteration_value()
         lam = self.lambda_base * (1.0 + self.lambda_gamma * t) ** (-self.lambda_power)
-        return lam.clamp_min(self.lambda_min)
+        return max(self.lambda_min, lam)
 
     def cos_m_theta(self, cos: torch.Tensor) -> torch.Tensor:
-        """cos(m theta) as a polynomial in cos theta (same shape as ``cos``)."""
-        sin2 = 1.0 - cos * cos
-        out = torch.zeros_like(cos)
-        for coef, cos_power, sin_power in self._terms:
-            out = out + coef * cos**cos_power * sin2**sin_power
-        return out
+        """cos(m theta) = T_m(cos theta), the Chebyshev polynomial, by Horner's rule in cos^2."""
+        cos2 = cos * cos
+        out = torch.full_like(cos, float(self._cheb[0]))
+        for coef in self._cheb[1:]:
+            out = out * cos2 + coef
+        return out * cos if self.m % 2 else out
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             k = torch.floor(torch.acos(cos_target.clamp(-1.0, 1.0)) * (self.m / math.pi))
             sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
         psi = sign * self.cos_m_theta(cos_target) - 2.0 * k
-        lam = self.current_lambda().to(cos_target.dtype)
+        lam = self.current_lambda()
         return (lam * cos_target + psi) / (1.0 + lam)
 
     def _after_forward(self) -> None:
         if self.training:
+            t = self._iteration_value()
             self.iteration += 1
+            self._iteration_host = t + 1
+            self._iteration_key = (self.iteration.data_ptr(), self.iteration._version)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, m={self.m}"

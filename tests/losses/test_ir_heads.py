@@ -81,3 +81,24 @@ def test_invalid_tracker_settings_fail_at_construction():
         build_loss("ir_am_softmax", num_classes=C, feat_dim=D, update="mean")
     with pytest.raises(ValueError, match="momentum"):
         build_loss("ir_am_softmax", num_classes=C, feat_dim=D, momentum=1.5)
+
+
+def test_unit_center_cache_follows_every_change_of_the_centers():
+    from reid_ir.losses.centers import unit_rows
+
+    loss = build_loss("ir_am_softmax", num_classes=C, feat_dim=D)
+    bank = loss.bank
+    bank.centers.copy_(torch.randn(C, D))
+    assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
+    for seed in range(3):  # incremental row refresh == full recompute, bit for bit
+        x, y = _batch(seed)
+        bank.update(x, y, "ema", 0.5)
+        assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
+    bank.centers.mul_(-1.0)  # any outside in-place change invalidates the cache
+    assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
+    other = build_loss("ir_am_softmax", num_classes=C, feat_dim=D)
+    other.bank.unit_centers()
+    other.load_state_dict(loss.state_dict())
+    assert torch.equal(other.bank.unit_centers(), bank.unit_centers())
+    x, y = _batch(4)
+    assert torch.equal(other(x, y).loss, loss(x, y).loss)
