@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,10 @@ import torch
 from reid_ir.evaluation.search import (
     DistanceRows,
     as_feature_matrix,
+    float_order_bits,
     key_layout,
     normalize_features,
-    pack_keys,
+    pack_codes,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ logger = logging.getLogger(__name__)
 JUNK_PID = -1
 # Distance entries per chunk buffer (32 MB of float32): bounds memory at any gallery size.
 _CHUNK_ELEMENTS = 1 << 23
+# About this many negatives per query are sorted; positives ranked beyond them are
+# ranked by counting the smaller distances in their row instead.
+HEAD_CANDIDATES = 256
 
 
 def as_labels(x: Any, name: str, length: int | None = None) -> np.ndarray:
@@ -125,61 +130,98 @@ class RankStats:
         rows, cols, pos = self.same.chunk(start, start + n)
         p_rows, p_cols = rows[pos], cols[pos]
         p_vals = dist[p_rows, p_cols]
-        thr = np.full(n, -np.inf, dtype=dist.dtype)
-        np.maximum.at(thr, p_rows, p_vals)
-        # positives are placed separately; ignored items must never count
+        # positives are ranked from their own list; ignored items must never count
         dist[rows, cols] = np.inf
-        m = np.less_equal(dist, thr[:, None], out=None if mask is None else mask[:n])
+        # positives of each row in ranking order: (distance, gallery index)
+        order = np.lexsort((p_cols, p_vals, p_rows))
+        p_rows, p_cols, p_vals = p_rows[order], p_cols[order], p_vals[order]
+        npos = np.bincount(p_rows, minlength=n)
+        p_start = np.concatenate([[0], np.cumsum(npos)])
+        j = np.arange(len(p_rows)) - p_start[p_rows]  # index among the row's positives
+        thr = np.full(n, -np.inf, dtype=dist.dtype)
+        thr[npos > 0] = p_vals[p_start[1:][npos > 0] - 1]  # hardest positive
+        head = np.minimum(thr, _head_threshold(dist))
+        in_head = p_vals <= head[p_rows]
+        # valid negatives ranked before some head positive, sorted with packed keys
+        m = np.less_equal(dist, head[:, None], out=None if mask is None else mask[:n])
         flat = np.flatnonzero(m)
         n_rows = flat // g
-        n_cols = flat - n_rows * g
-        n_vals = dist.reshape(-1)[flat]
-        if dist.dtype == np.float32:
-            p_index, p_row, row_start = _positions_packed(
-                n, g, n_rows, n_cols, n_vals, p_rows, p_cols, p_vals
-            )
-        else:
-            p_index, p_row, row_start = _positions_lexsort(
-                n, n_rows, n_cols, n_vals, p_rows, p_cols, p_vals
-            )
-        rank = p_index - row_start[p_row]  # 0-based rank among valid items
-        npos = np.bincount(p_row, minlength=n)
-        p_start = np.concatenate([[0], np.cumsum(npos)])
-        j = np.arange(len(p_row)) - p_start[p_row]  # 0-based index among positives
-        ap = np.bincount(p_row, weights=(j + 1) / (rank + 1.0), minlength=n)
+        before = _negatives_before(
+            n, g, n_rows, flat - n_rows * g, dist.reshape(-1)[flat],
+            p_rows[in_head], p_cols[in_head], p_vals[in_head],
+        )  # fmt: skip
+        rank = np.empty(len(p_rows), np.int64)
+        rank[in_head] = before
+        deep = np.flatnonzero(~in_head)
+        if len(deep):
+            rank[deep] = _count_before(dist, p_rows[deep], p_cols[deep], p_vals[deep])
+        rank += j  # valid items before a positive: negatives plus earlier positives
+        ap = np.bincount(p_rows, weights=(j + 1) / (rank + 1.0), minlength=n)
         ok = npos > 0
         sl = slice(start, start + n)
         self.npos[sl] = npos
         first = np.full(n, -1, np.int64)
         first[ok] = rank[p_start[:-1][ok]]
-        last = rank[p_start[1:][ok] - 1]
         self.first[sl] = first
         self.ap[sl][ok] = ap[ok] / npos[ok]
-        self.inp[sl][ok] = npos[ok] / (last + 1.0)
+        self.inp[sl][ok] = npos[ok] / (rank[p_start[1:][ok] - 1] + 1.0)
 
 
-def _positions_packed(n, g, n_rows, n_cols, n_vals, p_rows, p_cols, p_vals):
-    """Sort packed uint64 keys; return positives' positions, rows, row starts."""
+def _head_threshold(dist: np.ndarray) -> np.ndarray:
+    """Per row, about the HEAD_CANDIDATES-th smallest distance (from a column sample).
+
+    Negatives up to it are sorted; positives beyond it are ranked by counting.
+    The sample is 16 evenly spaced blocks of 64 columns (cheap to read); it only
+    steers the work split, never the result.
+    """
+    n, g = dist.shape
+    if g <= 2048:
+        sample = dist
+    else:
+        starts = np.linspace(0, g - 64, 16).astype(np.int64)
+        sample = np.concatenate([dist[:, b : b + 64] for b in starts], axis=1)
+    k = HEAD_CANDIDATES * sample.shape[1] // g
+    if k >= sample.shape[1]:
+        return np.full(n, np.inf, dtype=dist.dtype)
+    return np.partition(sample, k, axis=1)[:, k]
+
+
+def _order_codes(values: np.ndarray) -> np.ndarray:
+    """uint64 codes (< 2**32) ordered like ``values`` (float32 bits, or dense float64 ranks)."""
+    if values.dtype == np.float32:
+        return float_order_bits(values)
+    return np.unique(values + 0.0, return_inverse=True)[1].astype(np.uint64).reshape(-1)
+
+
+def _negatives_before(n, g, n_rows, n_cols, n_vals, p_rows, p_cols, p_vals):
+    """For each positive, the number of listed negatives of its row with a smaller
+    (distance, index) key; the lists hold every negative that can precede it."""
     col_bits, _ = key_layout(g)
-    p_keys = np.sort(pack_keys(p_rows, p_vals, p_cols, col_bits))
-    keys = np.concatenate([pack_keys(n_rows, n_vals, n_cols, col_bits), p_keys])
-    keys.sort()
-    p_index = np.searchsorted(keys, p_keys)
-    shift = np.uint64(32 + col_bits)
-    row_start = np.searchsorted(keys, np.arange(n, dtype=np.uint64) << shift)
-    return p_index, (p_keys >> shift).astype(np.int64), row_start
+    codes = _order_codes(np.concatenate([n_vals, p_vals]))
+    n_keys = pack_codes(n_rows, codes[: len(n_vals)], n_cols, col_bits)
+    n_keys.sort()
+    p_keys = pack_codes(p_rows, codes[len(n_vals) :], p_cols, col_bits)
+    row_start = p_rows.astype(np.uint64) << np.uint64(32 + col_bits)
+    return np.searchsorted(n_keys, p_keys) - np.searchsorted(n_keys, row_start)
 
 
-def _positions_lexsort(n, n_rows, n_cols, n_vals, p_rows, p_cols, p_vals):
-    """Same as _positions_packed for float64 distances (np.lexsort)."""
-    r = np.concatenate([n_rows, p_rows])
-    c = np.concatenate([n_cols, p_cols])
-    v = np.concatenate([n_vals, p_vals]) + 0.0  # -0.0 -> 0.0
-    is_pos = np.concatenate([np.zeros(len(n_rows), bool), np.ones(len(p_rows), bool)])
-    order = np.lexsort((c, v, r))
-    r, is_pos = r[order], is_pos[order]
-    p_index = np.flatnonzero(is_pos)
-    return p_index, r[p_index], np.searchsorted(r, np.arange(n))
+def _count_before(dist, rows, cols, vals):
+    """Valid negatives before each (deep) positive, by comparing against its whole row.
+
+    ``dist`` holds +inf at positives and ignored items, so counting values below
+    the positive's distance counts valid negatives; equal distances count when
+    their gallery index is smaller.
+    """
+    out = np.empty(len(rows), np.int64)
+    buf = np.empty(dist.shape[1], bool)
+    for t in range(len(rows)):
+        row, v = dist[rows[t]], vals[t]
+        below = np.count_nonzero(np.less(row, v, out=buf))
+        ties = np.count_nonzero(np.less_equal(row, v, out=buf)) - below
+        if ties:
+            below += np.count_nonzero(np.flatnonzero(row == v) < cols[t])
+        out[t] = below
+    return out
 
 
 def _chunk_rows(chunk_size: int, num_gallery: int) -> int:
@@ -197,6 +239,7 @@ def compute_rank_stats(
     g_camids: np.ndarray,
     chunk_size: int = 1024,
     dtype: Any = np.float32,
+    workers: int | None = None,
 ) -> RankStats:
     """Run :class:`RankStats` over a distance-row provider.
 
@@ -207,16 +250,34 @@ def compute_rank_stats(
             from the gallery).
         chunk_size: most queries per chunk.
         dtype: dtype of the row buffer (float32, or float64 for such distmats).
+        workers: threads ranking one chunk's rows (default: torch's intra-op
+            thread count, so the same cores as the distance computation).
     """
     nq, ng = rows.shape
     step = _chunk_rows(chunk_size, ng)
     stats = RankStats(q_pids, g_pids, q_camids, g_camids)
     buf = np.empty((min(step, nq), ng), dtype)
     mask = np.empty((min(step, nq), ng), bool)
-    for s in range(0, nq, step):
-        e = min(nq, s + step)
-        stats.add(s, rows.rows(s, e, out=buf), mask)
-        logger.debug("ranked queries %d-%d of %d", s, e, nq)
+    workers = max(1, torch.get_num_threads() if workers is None else int(workers))
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        for s in range(0, nq, step):
+            e = min(nq, s + step)
+            dist = rows.rows(s, e, out=buf)
+            cuts = np.linspace(0, e - s, min(workers, e - s) + 1).astype(int)
+            parts = [
+                (s + a, dist[a:b], mask[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+            ]
+            if pool is None or len(parts) == 1:
+                for part in parts:
+                    stats.add(*part)
+            else:  # numpy releases the GIL in the heavy steps; rows are independent
+                for fut in [pool.submit(stats.add, *part) for part in parts]:
+                    fut.result()
+            logger.debug("ranked queries %d-%d of %d", s, e, nq)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return stats
 
 

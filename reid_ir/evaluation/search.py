@@ -303,12 +303,17 @@ def float_order_bits(values: np.ndarray) -> np.ndarray:
     return np.where(neg, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
 
 
-def pack_keys(rows: np.ndarray, values: np.ndarray, cols: np.ndarray, col_bits: int) -> np.ndarray:
-    """Pack (row, float32 value, col) into sortable uint64 keys (1-D arrays)."""
+def pack_codes(rows: np.ndarray, codes: np.ndarray, cols: np.ndarray, col_bits: int) -> np.ndarray:
+    """Pack (row, 32-bit order code, col) into sortable uint64 keys (1-D arrays)."""
     keys = rows.astype(np.uint64) << np.uint64(32 + col_bits)
-    keys |= float_order_bits(values) << np.uint64(col_bits)
+    keys |= codes.astype(np.uint64) << np.uint64(col_bits)
     keys |= cols.astype(np.uint64)
     return keys
+
+
+def pack_keys(rows: np.ndarray, values: np.ndarray, cols: np.ndarray, col_bits: int) -> np.ndarray:
+    """Pack (row, float32 value, col) into sortable uint64 keys (1-D arrays)."""
+    return pack_codes(rows, float_order_bits(values), cols, col_bits)
 
 
 def unpack_keys(keys: np.ndarray, col_bits: int) -> tuple[np.ndarray, np.ndarray]:

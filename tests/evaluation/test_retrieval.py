@@ -15,7 +15,18 @@ with warnings.catch_warnings():  # "Cython evaluation ... unavailable"
     from torchreid.reid.metrics import compute_distance_matrix
     from torchreid.reid.metrics.rank import evaluate_rank as torchreid_evaluate_rank
 
-from reid_ir.evaluation import evaluate, evaluate_rank
+from reid_ir.evaluation import evaluate, evaluate_rank, retrieval
+
+
+@pytest.fixture(params=[1, 5, retrieval.HEAD_CANDIDATES], ids=["head1", "head5", "head-default"])
+def head(request, monkeypatch):
+    """How many negatives per query are sorted; the rest of the positives are counted.
+
+    Small values push most positives onto the counting path, so both paths meet
+    the oracle.
+    """
+    monkeypatch.setattr(retrieval, "HEAD_CANDIDATES", request.param)
+    return request.param
 
 
 def torchreid_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
@@ -68,7 +79,7 @@ def assert_no_ties_with_positives(distmat, q_pids, g_pids):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_evaluate_rank_matches_torchreid_on_random_distances(seed):
+def test_evaluate_rank_matches_torchreid_on_random_distances(seed, head):
     rng = np.random.default_rng(seed)
     nq, ng = int(rng.integers(5, 60)), int(rng.integers(60, 300))
     q_pids, g_pids = rng.integers(0, 10, nq), rng.integers(0, 10, ng)
@@ -89,7 +100,9 @@ def test_evaluate_rank_matches_torchreid_on_random_distances(seed):
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("seed", range(3))
-def test_evaluate_from_features_matches_torchreid_on_market_shaped_data(seed, metric, normalize):
+def test_evaluate_from_features_matches_torchreid_on_market_shaped_data(
+    seed, metric, normalize, head
+):
     qf, gf, q_pids, g_pids, q_cams, g_cams = market_like(seed)
     # torchreid's Market-1501 loader drops junk; its evaluator skips nothing, so give it valid queries
     keep, gp, gc = without_junk(g_pids, g_cams)
@@ -113,7 +126,7 @@ def test_evaluate_from_features_matches_torchreid_on_market_shaped_data(seed, me
     assert res["num_junk"] == int((~keep).sum()) and res["num_gallery"] == int(keep.sum())
 
 
-def test_queries_without_valid_match_are_skipped_and_counted():
+def test_queries_without_valid_match_are_skipped_and_counted(head):
     qf, gf, q_pids, g_pids, q_cams, g_cams = market_like(7)
     q_pids = q_pids.copy()
     q_pids[:5] = 99  # identity absent from the gallery
@@ -181,7 +194,7 @@ def stable_rank_transform(distmat):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_ties_are_ordered_by_gallery_index(seed):
+def test_ties_are_ordered_by_gallery_index(seed, head):
     rng = np.random.default_rng(seed)
     # small integer features: many exactly equal distances
     qf = torch.tensor(rng.integers(0, 3, (30, 3)), dtype=torch.float32)
@@ -201,7 +214,7 @@ def test_ties_are_ordered_by_gallery_index(seed):
     assert abs(mAP - map_ref) < 1e-6
 
 
-def test_tie_between_positive_and_negative_puts_lower_index_first():
+def test_tie_between_positive_and_negative_puts_lower_index_first(head):
     distmat = np.array([[1.0, 1.0, 1.0]], dtype=np.float32)
     # negative at index 0, positive at index 1: the positive is second
     assert evaluate_rank(distmat, [1], [2, 1, 2], [0], [1, 1, 1])[1] == pytest.approx(0.5)
@@ -215,6 +228,14 @@ def test_chunk_size_does_not_change_results(chunk_size):
     ref = evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams, backend="torch", chunk_size=4096)
     res = evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams, backend="torch", chunk_size=chunk_size)
     assert res == ref
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_ranking_rows_in_threads_gives_the_same_result(workers, monkeypatch):
+    qf, gf, q_pids, g_pids, q_cams, g_cams = market_like(12)
+    ref = evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams, backend="torch")
+    monkeypatch.setattr(retrieval.torch, "get_num_threads", lambda: workers)
+    assert evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams, backend="torch") == ref
 
 
 def test_cmc_is_padded_when_the_gallery_is_smaller_than_max_rank():
