@@ -83,3 +83,76 @@ def plot_cmc(
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_metric_by_method(
+    rows: Sequence[dict], path: str | os.PathLike, metric: str = "mAP", title: str | None = None
+) -> str:
+    """Grouped bars: ``metric`` of each method, one group per split.
+
+    Args:
+        rows: dicts with ``split``, ``method``, ``metric`` and optionally
+            ``f"{metric}_spread"`` (max - min over seeds, drawn as an error bar).
+        path: output PNG path.
+        metric: the key to plot (values in %).
+        title: figure title (default: the metric).
+
+    Returns:
+        ``path``.
+    """
+    splits = list(dict.fromkeys(r["split"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    value = {(r["split"], r["method"]): r for r in rows}
+    width = 0.8 / max(1, len(methods))
+    fig = Figure(figsize=(3.0 + 0.5 * len(methods) * len(splits), 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    for j, method in enumerate(methods):
+        xs, ys, errs = [], [], []
+        for i, split in enumerate(splits):
+            r = value.get((split, method))
+            if r is None:
+                continue
+            xs.append(i + (j - (len(methods) - 1) / 2) * width)
+            ys.append(r[metric])
+            spread = r.get(f"{metric}_spread")
+            errs.append(spread / 2 if spread else 0.0)
+        bars = ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=2, label=method)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+    ax.set_xticks(range(len(splits)), splits, fontsize=8)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(title or metric)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_angle_comparison(
+    runs: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike, title: str = ""
+) -> str:
+    """Weight-center angle against class size for several runs, one panel each.
+
+    Args:
+        runs: ``{label: (train_images per class (C,), angle in degrees (C,))}``.
+        path: output PNG path.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    fig = Figure(figsize=(3.4 * max(1, len(runs)), 3.4))
+    top = max((max(a) for _, a in runs.values() if len(a)), default=90.0)
+    for i, (label, (counts, angles)) in enumerate(runs.items()):
+        ax = fig.add_subplot(1, len(runs), i + 1)
+        ax.scatter(np.asarray(counts, dtype=float), np.asarray(angles, dtype=float), s=5, alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_ylim(0, top * 1.05 + 1)
+        ax.set_xlabel("training images of the class")
+        if i == 0:
+            ax.set_ylabel("angle(class weight, feature center) (deg)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
