@@ -224,7 +224,8 @@ def _count_before(dist, rows, cols, vals):
     return out
 
 
-def _chunk_rows(chunk_size: int, num_gallery: int) -> int:
+def chunk_rows(chunk_size: int, num_gallery: int) -> int:
+    """Queries per chunk: at most ``chunk_size`` and at most 2**23 distances per chunk."""
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     _, max_rows = key_layout(num_gallery)
@@ -254,7 +255,7 @@ def compute_rank_stats(
             thread count, so the same cores as the distance computation).
     """
     nq, ng = rows.shape
-    step = _chunk_rows(chunk_size, ng)
+    step = chunk_rows(chunk_size, ng)
     stats = RankStats(q_pids, g_pids, q_camids, g_camids)
     buf = np.empty((min(step, nq), ng), dtype)
     mask = np.empty((min(step, nq), ng), bool)
