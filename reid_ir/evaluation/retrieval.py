@@ -10,14 +10,23 @@ Ranking rule: gallery items are ordered by distance, equal distances by
 gallery index (a stable sort). Without ties this is exactly torchreid's order;
 with ties torchreid's ``np.argsort`` (not stable) is implementation-defined.
 
-How it stays fast and exact: queries are processed in chunks. For one chunk the
-distance rows are computed into a reused buffer; each query's positives are
-known from the pid/camera labels, so its largest positive distance ``t`` is
-known before anything is sorted. Only the valid gallery items with distance
-``<= t`` can precede a positive, so only those are extracted and sorted (one
-``np.sort`` of packed (row, distance, index) keys per chunk). A positive's rank
-is its position in its row's sorted candidates. There is no full q x g matrix,
-no float64 copy and no full argsort.
+How it stays fast and exact: queries are processed in chunks (at most 2**23
+distances each). For a chunk the distance rows are computed into a reused
+buffer; each query's positives are known from the labels, so the positives'
+distances are read first and positives and ignored items are then set to +inf.
+A positive's rank (0-based, among valid items) is the number of valid
+negatives with a smaller (distance, index) key plus the positives before it:
+
+* head: about ``HEAD_CANDIDATES`` negatives per query (up to a threshold
+  estimated from a column sample, never past the hardest positive) are
+  extracted and sorted once per chunk as packed (row, distance, index) uint64
+  keys; positives inside the head are ranked by binary search;
+* deep positives (beyond the head; a real model has a long tail of them) are
+  ranked by counting the smaller distances in their row.
+
+No full q x g matrix, no float64 copy and no full argsort; the work per query
+is about ``num_gallery x (1 + deep positives)`` comparisons. Rows of a chunk are
+ranked in ``torch.get_num_threads()`` threads.
 """
 
 from __future__ import annotations

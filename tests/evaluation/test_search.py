@@ -126,3 +126,33 @@ def test_torch_backend_needs_no_faiss():
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_gpu_faiss_path_is_wired_when_faiss_reports_a_gpu(monkeypatch):
+    """No GPU here: stand in CPU faiss for the GPU functions and check they are used."""
+    faiss = search.import_faiss()
+    calls = []
+
+    def pairwise_distance_gpu(res, xq, xb, D=None, metric=faiss.METRIC_L2, device=-1):
+        calls.append("pairwise_distance_gpu")
+        D[:] = faiss.pairwise_distances(xq, xb) if metric == faiss.METRIC_L2 else xq @ xb.T
+
+    def knn_gpu(res, xq, xb, k, D=None, I=None, metric=faiss.METRIC_L2, device=-1):  # noqa: E741
+        calls.append("knn_gpu")
+        return faiss.knn(xq, xb, k, metric=metric)
+
+    monkeypatch.setattr(search, "faiss_num_gpus", lambda: 1)
+    monkeypatch.setattr(search, "_gpu_resources", object())
+    monkeypatch.setattr(faiss, "pairwise_distance_gpu", pairwise_distance_gpu, raising=False)
+    monkeypatch.setattr(faiss, "knn_gpu", knn_gpu, raising=False)
+    rng = np.random.default_rng(4)
+    args = (rng.standard_normal((30, 8)), rng.standard_normal((120, 8)), rng.integers(0, 6, 30),
+            rng.integers(0, 6, 120), rng.integers(0, 3, 30), rng.integers(0, 3, 120))  # fmt: skip
+    for metric in ("euclidean", "cosine"):
+        gpu = evaluate(*args, metric=metric, backend="auto")
+        cpu = evaluate(*args, metric=metric, backend="torch")
+        assert gpu.pop("backend") == "faiss" and cpu.pop("backend") == "torch"
+        assert gpu == cpu
+    q, g = torch.tensor(args[0], dtype=torch.float32), torch.tensor(args[1], dtype=torch.float32)
+    assert np.array_equal(knn(q, g, 5)[1], knn(q, g, 5, backend="torch")[1])
+    assert {"pairwise_distance_gpu", "knn_gpu"} <= set(calls)
