@@ -156,3 +156,41 @@ def plot_angle_comparison(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_angle_vs_count(
+    angles: Sequence[float] | np.ndarray,
+    class_counts: Sequence[float] | np.ndarray,
+    path: str | os.PathLike,
+    title: str = "",
+    head_min_images: float | None = None,
+) -> str:
+    """One run's weight-center angle of every class against its training-image count.
+
+    Args:
+        angles: (C,) degrees between class weight and feature center (NaN: skipped).
+        class_counts: (C,) training images per class.
+        path: output PNG path.
+        title: figure title.
+        head_min_images: draw the head/tail boundary at this image count.
+
+    Returns:
+        ``path``.
+    """
+    angles = np.asarray(angles, dtype=float).reshape(-1)
+    counts = np.asarray(class_counts, dtype=float).reshape(-1)
+    ok = ~np.isnan(angles)
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(counts[ok], angles[ok], s=10, alpha=0.6, edgecolors="none")
+    if ok.any() and counts[ok].max() >= 10 * counts[ok].min():
+        ax.set_xscale("log")
+    if head_min_images is not None:
+        ax.axvline(head_min_images, color="grey", linestyle="--", linewidth=1, label="head / tail")
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_xlabel("training images of the class")
+    ax.set_ylabel("angle(class weight, feature center) (deg)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

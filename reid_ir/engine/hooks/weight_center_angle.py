@@ -32,6 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from reid_ir.engine.hooks.base import PRIORITY_DIAGNOSTICS, HookBase
+from reid_ir.reports.plots import plot_angle_vs_count
 
 logger = logging.getLogger(__name__)
 
@@ -84,52 +85,6 @@ def head_tail_summary(
         "tail": mean(~head),
         "head_min_images": threshold,
     }
-
-
-def plot_angle_vs_count(
-    angles: torch.Tensor,
-    class_counts: torch.Tensor,
-    path: str | Path,
-    title: str = "",
-    head_min_images: float | None = None,
-) -> Path:
-    """Scatter plot of weight-center angle (degrees) against training-image count, as PNG.
-
-    Args:
-        angles: (C,) degrees (NaN points are skipped).
-        class_counts: (C,) training images per class.
-        path: output file.
-        title: figure title.
-        head_min_images: draw the head/tail boundary at this count.
-
-    Returns:
-        The written path.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    angles, counts = angles.detach().double().cpu(), class_counts.detach().double().cpu()
-    ok = ~torch.isnan(angles)
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.scatter(counts[ok].numpy(), angles[ok].numpy(), s=10, alpha=0.6, edgecolors="none")
-    if ok.any() and counts[ok].max() >= 10 * counts[ok].min():
-        ax.set_xscale("log")
-    if head_min_images is not None:
-        ax.axvline(head_min_images, color="grey", linestyle="--", linewidth=1, label="head / tail")
-        ax.legend(loc="upper right")
-    ax.set_xlabel("training images of the class")
-    ax.set_ylabel("angle(class weight, feature center) [deg]")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
-    return path
 
 
 def write_angles_csv(
@@ -233,8 +188,8 @@ class WeightCenterAngleHook(HookBase):
         if self.plot:
             loss_name = type(self.trainer.criterion).__name__
             plot_angle_vs_count(
-                angles,
-                class_counts,
+                angles.numpy(),
+                class_counts.numpy(),
                 out_dir / f"{stem}.png",
                 title=f"{loss_name}, epoch {epoch}",
                 head_min_images=summary["head_min_images"],
