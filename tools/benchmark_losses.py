@@ -1,0 +1,231 @@
+"""Per-iteration cost of every classification loss against ``softmax``, in one run.
+
+One iteration = loss forward + backward (into the (B, D) features and the loss's
+own parameters) + the loss's hooks' ``after_step`` (the IR center update).
+Losses are measured in interleaved rounds (every loss once per round, in a
+rotating order) so that load from other processes hits all of them alike.
+Times are this process's CPU time (``time.process_time``; with one thread that
+is the work done, not the time spent waiting for a shared CPU), and each
+reported ratio is the median over rounds of the ratio to ``softmax`` measured
+in the same round ("best-of": ratio of the fastest rounds, the usual
+micro-benchmark estimate of the unloaded cost). A second table times the center
+update alone at each class count.
+
+Example::
+
+    OMP_NUM_THREADS=1 python tools/benchmark_losses.py            # 751 and 100,000 classes
+    python tools/benchmark_losses.py --classes 751 --rounds 9 --json out.json
+
+Targets (issue 5): IR heads <= 1.05x softmax at 751 classes; the center update
+at 100,000 classes <= 1.5x its time at 751.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reid_ir.losses import build_loss  # noqa: E402
+from reid_ir.losses.centers import CenterBank  # noqa: E402
+
+logger = logging.getLogger("benchmark_losses")
+
+DEFAULT_LOSSES = [
+    "softmax",
+    "weighted_softmax",
+    "norm_softmax",
+    "a_softmax",
+    "am_softmax",
+    "arcface",
+    "ir_softmax",
+    "ir_a_softmax",
+    "ir_am_softmax",
+    "ir_arcface",
+]
+
+
+class _Trainer:
+    """The one engine attribute the IR hook reads in ``after_step``."""
+
+    step_outputs: dict = {}
+
+
+def _build(name: str, num_classes: int, dim: int, seed: int):
+    torch.manual_seed(seed)
+    counts = torch.randint(1, 50, (num_classes,))
+    loss = build_loss(name, num_classes=num_classes, feat_dim=dim, class_counts=counts)
+    hooks = loss.hooks()
+    if hasattr(loss, "bank"):
+        loss.bank.centers.normal_()
+        loss.bank.initialized.fill_(True)
+    trainer = _Trainer()
+    for hook in hooks:
+        hook.trainer = trainer
+    return loss, hooks, trainer
+
+
+def _iteration(loss, hooks, trainer, features, targets) -> None:
+    x = features.detach().requires_grad_(True)
+    out = loss(x, targets)
+    out.loss.backward()
+    trainer.step_outputs = {"features": x.detach(), "targets": targets, "output": out}
+    for hook in hooks:
+        hook.after_step()
+    for p in loss.parameters():
+        p.grad = None
+
+
+def time_losses(
+    names: list[str],
+    num_classes: int,
+    batch: int,
+    dim: int,
+    iters: int,
+    rounds: int,
+    warmup: int,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """CPU seconds per iteration of each loss, one value per round."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch, dim, generator=g)
+    targets = torch.randint(0, num_classes, (batch,), generator=g)
+    built = {name: _build(name, num_classes, dim, seed) for name in names}
+    for name in names:
+        for _ in range(warmup):
+            _iteration(*built[name], features, targets)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            tic = time.process_time()
+            for _ in range(iters):
+                _iteration(*built[name], features, targets)
+            samples[name].append((time.process_time() - tic) / iters)
+    return samples
+
+
+def time_center_update(
+    num_classes: int, batch: int, dim: int, iters: int, rounds: int, seed: int = 0
+) -> float:
+    """CPU seconds per ema center update (the IR hook's work) at ``num_classes`` classes (median)."""
+    g = torch.Generator().manual_seed(seed)
+    bank = CenterBank(num_classes, dim)
+    bank.centers.normal_(generator=g)
+    features = torch.randn(batch, dim, generator=g)
+    targets = torch.randint(0, num_classes, (batch,), generator=g)
+    bank.unit_centers()
+    for _ in range(10):
+        bank.update(features, targets, "ema", 0.9)
+    samples = []
+    for _ in range(rounds):
+        tic = time.process_time()
+        for _ in range(iters):
+            bank.update(features, targets, "ema", 0.9)
+        samples.append((time.process_time() - tic) / iters)
+    return statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--classes", type=int, nargs="+", default=[751, 100_000])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--losses", nargs="+", default=DEFAULT_LOSSES)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median taken)")
+    parser.add_argument(
+        "--budget", type=float, default=0.25, help="target seconds per loss per round"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--json", type=str, default="", help="also write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    if "softmax" not in args.losses:
+        args.losses = ["softmax", *args.losses]
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    logger.info(
+        "torch %s, %d thread(s), %s, %d CPUs, load average %.2f %.2f %.2f",
+        torch.__version__,
+        args.threads,
+        platform.processor() or platform.machine(),
+        os.cpu_count() or 0,
+        *load,
+    )
+    logger.info(
+        "batch %d, dim %d; CPU time per iteration = forward + backward + hooks\n",
+        args.batch,
+        args.dim,
+    )
+    results: dict = {
+        "batch": args.batch,
+        "dim": args.dim,
+        "threads": args.threads,
+        "load_before": load,
+        "losses": {},
+    }
+    for num_classes in args.classes:
+        probe = time_losses(
+            ["softmax"], num_classes, args.batch, args.dim, iters=2, rounds=1, warmup=1
+        )["softmax"][0]
+        iters = max(1, int(args.budget / probe))
+        samples = time_losses(
+            args.losses,
+            num_classes,
+            args.batch,
+            args.dim,
+            iters,
+            args.rounds,
+            warmup=max(1, iters // 4),
+        )
+        base = samples["softmax"]
+        logger.info(
+            "%d classes (%d iterations x %d rounds per loss)", num_classes, iters, args.rounds
+        )
+        logger.info("  %-18s %10s %10s %10s", "loss", "ms / iter", "x softmax", "best-of")
+        table = {}
+        for name in args.losses:
+            ms = 1e3 * statistics.median(samples[name])
+            ratio = statistics.median(t / b for t, b in zip(samples[name], base, strict=True))
+            best = min(samples[name]) / min(base)
+            table[name] = {"ms": ms, "ratio": ratio, "ratio_of_minima": best}
+            logger.info("  %-18s %10.3f %10.3f %10.3f", name, ms, ratio, best)
+        results["losses"][str(num_classes)] = table
+        logger.info("")
+
+    updates = {}
+    for num_classes in args.classes:
+        updates[num_classes] = time_center_update(
+            num_classes, args.batch, args.dim, iters=200, rounds=args.rounds
+        )
+    small = min(args.classes)
+    logger.info("center update (ema, batch %d, dim %d)", args.batch, args.dim)
+    for num_classes, t in updates.items():
+        logger.info(
+            "  %7d classes: %8.1f us   x %d classes: %.3f",
+            num_classes,
+            1e6 * t,
+            small,
+            t / updates[small],
+        )
+    results["center_update_us"] = {str(c): 1e6 * t for c, t in updates.items()}
+    results["load_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    logger.info("\nload average after: %.2f %.2f %.2f", *results["load_after"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
