@@ -52,6 +52,7 @@ DEFAULT_LOSSES = [
     "ir_a_softmax",
     "ir_am_softmax",
     "ir_arcface",
+    "clmle",
 ]
 
 
@@ -69,6 +70,11 @@ def _build(name: str, num_classes: int, dim: int, seed: int):
     if hasattr(loss, "bank"):
         loss.bank.centers.normal_()
         loss.bank.initialized.fill_(True)
+    hook = getattr(loss, "cluster_hook", None)
+    if hook is not None:  # CLMLE: K clusters per class, as after a refresh
+        labels = torch.arange(num_classes).repeat_interleave(hook.clusters_per_class)
+        centroids = torch.nn.functional.normalize(torch.randn(len(labels), dim), dim=1)
+        hook.set_clusters(centroids, labels, torch.zeros(0, dtype=torch.long))
     trainer = _Trainer()
     for hook in hooks:
         hook.trainer = trainer
