@@ -17,7 +17,8 @@ Example::
     python tools/benchmark_losses.py --classes 751 --rounds 9 --json out.json
 
 Targets (issue 5): IR heads <= 1.05x softmax at 751 classes; the center update
-at 100,000 classes <= 1.5x its time at 751.
+at 100,000 classes <= 1.5x its time at 751. (issue 6): each ``unpg_<head>`` <=
+1.10x its ``<head>`` at batch 64 (printed as "UNPG overhead").
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ DEFAULT_LOSSES = [
     "ir_a_softmax",
     "ir_am_softmax",
     "ir_arcface",
+    "unpg_am_softmax",
+    "unpg_arcface",
+    "unpg_ir_am_softmax",
     "clmle",
 ]
 
@@ -67,9 +71,9 @@ def _build(name: str, num_classes: int, dim: int, seed: int):
     counts = torch.randint(1, 50, (num_classes,))
     loss = build_loss(name, num_classes=num_classes, feat_dim=dim, class_counts=counts)
     hooks = loss.hooks()
-    if hasattr(loss, "bank"):
-        loss.bank.centers.normal_()
-        loss.bank.initialized.fill_(True)
+    for bank in (m for m in loss.modules() if isinstance(m, CenterBank)):  # also inside UNPG
+        bank.centers.normal_()
+        bank.initialized.fill_(True)
     hook = getattr(loss, "cluster_hook", None)
     if hook is not None:  # CLMLE: K clusters per class, as after a refresh
         labels = torch.arange(num_classes).repeat_interleave(hook.clusters_per_class)
@@ -208,6 +212,15 @@ def main(argv: list[str] | None = None) -> dict:
             table[name] = {"ms": ms, "ratio": ratio, "ratio_of_minima": best}
             logger.info("  %-18s %10.3f %10.3f %10.3f", name, ms, ratio, best)
         results["losses"][str(num_classes)] = table
+        unpg = {n: n[len("unpg_") :] for n in args.losses if n.startswith("unpg_")}
+        for name, head in unpg.items():
+            if head not in samples:
+                continue
+            ratio = statistics.median(
+                t / b for t, b in zip(samples[name], samples[head], strict=True)
+            )
+            table[name]["x_head"] = ratio
+            logger.info("  UNPG overhead %-18s %.3f x %s (target <= 1.10)", name, ratio, head)
         logger.info("")
 
     updates = {}
