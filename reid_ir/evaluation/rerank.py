@@ -123,6 +123,21 @@ def _pair_distances(
     return out
 
 
+def _expansion_distances(x, metric, rows, cols, ranks, knn_dist) -> np.ndarray:
+    """d(x[rows[t]], x[cols[t]]): from the k-NN lists when there, else computed."""
+    hit = ranks[rows] == cols[:, None]  # (pairs, kk)
+    found = hit.any(axis=1)
+    d = np.empty(len(rows), np.float32)
+    d[found] = knn_dist[rows[found], hit[found].argmax(axis=1)]
+    miss = ~found
+    if miss.any():
+        if metric == "cosine":
+            d[miss] = _pair_distances(normalize_features(x), rows[miss], cols[miss], metric, None)
+        else:
+            d[miss] = _pair_distances(x, rows[miss], cols[miss], metric, squared_norms(x))
+    return d
+
+
 class KReciprocalRows:
     """Re-ranked query x gallery distances, served chunk by chunk.
 
@@ -154,18 +169,18 @@ class KReciprocalRows:
         self._orig = DistanceRows(qf, gf, metric, self.backend)
         x = torch.cat([qf, gf])  # knn() applies the metric's own normalisation
         n = x.shape[0]
-        kk = min(n, max(self.k1 + 1, self.k2))
+        # more neighbours than needed: their distances serve most expansion pairs
+        kk = min(n, max(2 * self.k1 + 1, self.k2))
         logger.info("re-ranking: %d-NN search over %d items", kk, n)
-        _, ranks, rowmax = knn(x, x, kk, metric, self.backend, chunk_size, return_rowmax=True)
+        knn_dist, ranks, rowmax = knn(
+            x, x, kk, metric, self.backend, chunk_size, return_rowmax=True
+        )
         # torchreid divides squared distances by each column's max of squares
         scale = np.square(rowmax, dtype=np.float32)
         scale[scale <= 0] = 1.0
         self._scale = scale
         rows, cols = k_reciprocal_sets(ranks, self.k1)
-        if metric == "cosine":
-            d = _pair_distances(normalize_features(x), rows, cols, metric, None)
-        else:
-            d = _pair_distances(x, rows, cols, metric, squared_norms(x))
+        d = _expansion_distances(x, metric, rows, cols, ranks, knn_dist)
         w = np.exp(-(np.square(d) / scale[rows])).astype(np.float64)
         w /= np.bincount(rows, weights=w, minlength=n)[rows]
         v = sp.csr_matrix((w, (rows, cols)), shape=(n, n))
@@ -197,13 +212,16 @@ class KReciprocalRows:
         if out is None:
             out = np.empty((n, self.num_gallery), np.float32)
         buf = out[:n]
-        orig = self._orig.take(index, out=buf)
-        orig = np.square(orig) / self._scale[index, None]
-        overlap = self._overlap(index)
-        jaccard = 1.0 - overlap / (2.0 - overlap)
-        np.copyto(
-            buf, jaccard * (1.0 - self.lambda_value) + orig * self.lambda_value, casting="same_kind"
-        )
+        # torchreid, in float32: (1 - o / (2 - o)) * (1 - lambda) + d^2 / scale * lambda
+        self._orig.take(index, out=buf)
+        np.square(buf, out=buf)
+        buf /= self._scale[index, None]
+        buf *= np.float32(self.lambda_value)
+        jac = self._overlap(index).astype(np.float32)
+        jac /= np.float32(2.0) - jac
+        np.subtract(np.float32(1.0), jac, out=jac)
+        jac *= np.float32(1.0 - self.lambda_value)
+        buf += jac
         return buf
 
     def _overlap(self, index: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ JUNK_PID = -1
 _CHUNK_ELEMENTS = 1 << 23
 # About this many negatives per query are sorted; positives ranked beyond them are
 # ranked by counting the smaller distances in their row instead.
-HEAD_CANDIDATES = 256
+HEAD_CANDIDATES = 128
 
 
 def as_labels(x: Any, name: str, length: int | None = None) -> np.ndarray:

@@ -156,3 +156,14 @@ def test_gpu_faiss_path_is_wired_when_faiss_reports_a_gpu(monkeypatch):
     q, g = torch.tensor(args[0], dtype=torch.float32), torch.tensor(args[1], dtype=torch.float32)
     assert np.array_equal(knn(q, g, 5)[1], knn(q, g, 5, backend="torch")[1])
     assert {"pairwise_distance_gpu", "knn_gpu"} <= set(calls)
+
+
+def test_smallest_k_on_wide_rows_including_rows_the_sample_misleads():
+    rng = np.random.default_rng(5)
+    dist = rng.random((6, 5000), dtype=np.float32)
+    starts = np.linspace(0, 5000 - 64, 16).astype(int)  # the sampled column blocks
+    dist[0, starts[:10]] = 1e-6  # 10 tiny values inside the sample: its threshold is too low
+    dist[1, 3:40] = 0.5  # ties
+    vals, cols = smallest_k(dist, 21)
+    ref_d, ref_i = brute_knn(dist, 21)
+    assert np.array_equal(cols, ref_i) and np.array_equal(vals, ref_d)
