@@ -139,6 +139,8 @@ class RankStats:
         rows, cols, pos = self.same.chunk(start, start + n)
         p_rows, p_cols = rows[pos], cols[pos]
         p_vals = dist[p_rows, p_cols]
+        if not np.isfinite(p_vals).all():
+            raise ValueError("distances overflow float32: scale the features down")
         # positives are ranked from their own list; ignored items must never count
         dist[rows, cols] = np.inf
         # positives of each row in ranking order: (distance, gallery index)

@@ -286,6 +286,7 @@ BAD_INPUTS = [
     ({"max_rank": 0}, "max_rank must be"),
     ({"chunk_size": 0}, "chunk_size must be"),
     ({"g_pids": [-1, -1, -1]}, "every gallery item is junk"),
+    ({"gf": torch.full((3, 2), 3e38)}, "distances overflow float32"),
 ]
 
 
