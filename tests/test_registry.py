@@ -24,3 +24,15 @@ def test_build_loss_passes_only_accepted_context():
     out = loss(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))
     assert out.logits.shape == (4, 5) and out.loss.ndim == 0
     assert "softmax" in LOSSES and "triplet" in LOSSES
+
+
+def test_unpg_enabled_switch_wraps_the_configured_head():
+    from reid_ir.config import load_cfg
+    from reid_ir.losses import build_loss_from_cfg
+    from reid_ir.losses.unpg import UNPGLoss
+
+    cfg = load_cfg(None, ["loss.name", "am_softmax", "loss.unpg.enabled", "True"])
+    loss = build_loss_from_cfg(cfg, num_classes=4, feat_dim=8)
+    assert isinstance(loss, UNPGLoss)
+    with pytest.raises(KeyError, match="Heads with UNPG"):
+        build_loss_from_cfg(load_cfg(None, ["loss.name", "softmax", "loss.unpg.enabled", "True"]), 4, 8)

@@ -51,13 +51,21 @@ def build_loss(
     return factory(**kwargs)
 
 
+def configured_loss_name(cfg) -> str:
+    """The registry name a config asks for: ``loss.name``, or ``unpg_<loss.name>`` when ``loss.unpg.enabled``."""
+    from reid_ir.losses.unpg import resolve_loss_name  # unpg imports this module
+
+    return resolve_loss_name(cfg)
+
+
 def loss_kwargs(cfg) -> dict:
-    """Keyword arguments of the configured loss (``cfg.loss.name``), read from cfg."""
-    return LOSSES.kwargs_from_cfg(cfg.loss.name, cfg)
+    """Keyword arguments of the configured loss, read from cfg."""
+    return LOSSES.kwargs_from_cfg(configured_loss_name(cfg), cfg)
 
 
 def build_loss_from_cfg(cfg, num_classes: int, feat_dim: int, class_counts: torch.Tensor | None = None):
-    """Build ``cfg.loss.name`` with the keyword arguments its entry reads from cfg."""
+    """Build the configured loss with the keyword arguments its entry reads from cfg."""
     return build_loss(
-        cfg.loss.name, num_classes=num_classes, feat_dim=feat_dim, class_counts=class_counts, **loss_kwargs(cfg)
+        configured_loss_name(cfg), num_classes=num_classes, feat_dim=feat_dim, class_counts=class_counts,
+        **loss_kwargs(cfg),
     )
