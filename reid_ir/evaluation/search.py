@@ -49,13 +49,18 @@ def import_faiss() -> Any:
     """
     global _faiss_module
     if _faiss_module is None:
+        loader = logging.getLogger("faiss.loader")  # logs each SIMD variant it tries at INFO
+        level = loader.level
+        loader.setLevel(max(level, logging.WARNING))
         try:
             import faiss
-        except ImportError as exc:  # pragma: no cover - faiss is a dependency here
+        except ImportError as exc:
             raise ImportError(
                 "backend='faiss' needs faiss (pip install faiss-cpu, or faiss-gpu); "
                 "use backend='torch' to evaluate without it"
             ) from exc
+        finally:
+            loader.setLevel(level)
         _faiss_module = faiss
     return _faiss_module
 
