@@ -88,3 +88,16 @@ def test_write_ranked_results_writes_one_image_per_query_and_an_index(tmp_path, 
     assert img.shape == (H, 6 * W + 5 * GRID_SPACING + QUERY_EXTRA_SPACING, 3)
     assert "could not be read (first: " in caplog.text  # a placeholder, not a crash
     assert "does_not_exist.png" in caplog.text
+
+
+def test_topk_with_rerank_follows_the_re_ranked_distances():
+    from reid_ir.evaluation import re_ranking
+
+    rng = np.random.default_rng(1)
+    qf, gf = rng.standard_normal((8, 6)), rng.standard_normal((50, 6))
+    q_pids, g_pids = rng.integers(1, 5, 8), rng.integers(1, 5, 50)
+    q_cams, g_cams = rng.integers(0, 2, 8), rng.integers(0, 2, 50)
+    top = topk_indices(qf, gf, q_pids, g_pids, q_cams, g_cams, k=5, rerank=True)
+    dist = re_ranking(qf, gf).astype(np.float64)
+    dist[(g_pids[None] == q_pids[:, None]) & (g_cams[None] == q_cams[:, None])] = np.inf
+    assert np.array_equal(top, np.argsort(dist, axis=1, kind="stable")[:, :5])
