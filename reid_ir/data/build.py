@@ -1,4 +1,12 @@
-"""cfg -> torchreid ImageDataManager with reid_ir's datasets and samplers."""
+"""cfg -> torchreid ImageDataManager with reid_ir's datasets and samplers.
+
+Before torchreid sees the config, :func:`check_data_cfg` catches what would
+otherwise fail deep inside it (or worse, start a download or hang): a missing
+dataset folder (said with the layout expected), image names that do not parse,
+a split manifest of another dataset and invalid split parameters. Images are
+then read through :mod:`reid_ir.data.checked` (an unreadable image is named, or
+skipped with ``data.skip_corrupt``).
+"""
 
 from __future__ import annotations
 
@@ -17,13 +25,73 @@ logger = logging.getLogger(__name__)
 DATA_ROOT_ENV = "REID_IR_DATA_ROOT"
 
 
-def imagedata_kwargs(cfg: Any) -> dict:
-    """Keyword arguments of torchreid's ``ImageDataManager`` (deep-person-reid's mapping)."""
+def data_root(cfg: Any) -> str:
+    """``data.root``, or ``$REID_IR_DATA_ROOT`` when the config keeps the default ``reid-data``."""
     root = cfg.data.root
     if root == "reid-data" and os.environ.get(DATA_ROOT_ENV):
         root = os.environ[DATA_ROOT_ENV]
+    return root
+
+
+def _root_origin(cfg: Any) -> str:
+    root = data_root(cfg)
+    origin = f"${DATA_ROOT_ENV}" if root != cfg.data.root else "data.root"
+    return f"{origin} = {os.path.abspath(os.path.expanduser(root))}"
+
+
+def check_data_cfg(cfg: Any) -> None:
+    """Check datasets and split settings before torchreid builds anything.
+
+    Raises:
+        FileNotFoundError: a Market-1501 / DukeMTMC-reID folder is missing
+            (says where it looked and the layout expected).
+        ValueError: an image name does not parse (names the file), the split
+            manifest belongs to another dataset, or a split parameter is invalid.
+    """
+    from reid_ir.data import imbalance
+    from reid_ir.data.datasets import BASE_DATASETS, SPLIT_DIRS, find_data_dir, scan_dir
+
+    root = data_root(cfg)
+    names = list(dict.fromkeys([*cfg.data.sources, *cfg.data.targets]))
+    imb = [n[: -len("_imb")] for n in names if n.endswith("_imb") and n[: -len("_imb")] in BASE_DATASETS]
+    manifest_path = cfg.data.imbalance.manifest
+    if imb and manifest_path:
+        manifest = imbalance.load_manifest(manifest_path)
+        for base in imb:
+            if manifest.get("dataset") != base:
+                raise ValueError(
+                    f"data.imbalance.manifest {manifest_path} is a split of {manifest.get('dataset')!r}, "
+                    f"but {base}_imb needs a split of {base!r}; make one with "
+                    f"tools/make_imbalance_split.py --dataset {base}"
+                )
+    if imb and not manifest_path:
+        params = {k: cfg.data.imbalance[k] for k in cfg.data.imbalance if k not in ("profile", "manifest", "seed")}
+        try:
+            imbalance.profile_params(cfg.data.imbalance.profile, **params)
+        except ValueError as e:
+            raise ValueError(f"invalid split parameters (data.imbalance.*): {e}") from None
+    for name in names:
+        if name not in BASE_DATASETS:
+            continue
+        try:
+            data_dir = find_data_dir(root, name)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"dataset {name!r} not found ({_root_origin(cfg)}): {e}") from None
+        for split in SPLIT_DIRS:  # strict names (torchreid's regex fails without naming the file)
+            items = scan_dir(data_dir / split, BASE_DATASETS[name][1])
+            if not any(pid != -1 for _, pid, _ in items):
+                what = {"bounding_box_train": "training", "bounding_box_test": "gallery"}.get(split, split)
+                role = "target" if name in cfg.data.targets else "source"
+                raise ValueError(
+                    f"the {what} set of {role} dataset {name!r} is empty: no usable images in {data_dir / split} "
+                    f"(expected *.jpg named like the {BASE_DATASETS[name][1]} layout; junk images do not count)"
+                )
+
+
+def imagedata_kwargs(cfg: Any) -> dict:
+    """Keyword arguments of torchreid's ``ImageDataManager`` (deep-person-reid's mapping)."""
     return {
-        "root": root,
+        "root": data_root(cfg),
         "sources": list(cfg.data.sources),
         "targets": list(cfg.data.targets),
         "height": cfg.data.height,
@@ -84,24 +152,52 @@ def build_train_loader(dataset, sampler, batch_size: int, workers: int, pin_memo
     )
 
 
+def _build_torchreid_datamanager(cfg: Any, kwargs: dict):
+    try:
+        return compat.data.ImageDataManager(**kwargs)
+    except RuntimeError as e:  # torchreid's check_before_run / download_dataset
+        if "not found" in str(e) or "manually prepared" in str(e):
+            raise FileNotFoundError(f"{e} ({_root_origin(cfg)}; see torchreid's dataset docs for the layout)") from None
+        raise
+    except IndexError:  # torchreid's Dataset reads train[0], query[0], gallery[0]
+        raise ValueError(
+            f"a train, query or gallery split of {list(cfg.data.sources)} / {list(cfg.data.targets)} is empty "
+            f"({_root_origin(cfg)})"
+        ) from None
+
+
 def build_datamanager(cfg: Any):
     """Register our datasets, build torchreid's ImageDataManager, swap in our sampler.
 
     torchreid builds its train loader with its own (unseeded) samplers; we
     replace it with one whose order depends only on (train.seed, epoch) and
     that knows ``ClassBalancedSampler`` and distributed ranks, so a resumed or
-    distributed run sees the same batches.
+    distributed run sees the same batches. Under torch.distributed rank 0
+    builds first (it may generate synthetic data), then the other ranks.
+
+    The returned manager has ``skipped_images``: ``{split: [paths]}`` dropped by
+    ``data.skip_corrupt``.
     """
+    from reid_ir.data.checked import check_datamanager
     from reid_ir.data.datasets import dataset_kwargs_from_cfg, register_datasets
     from reid_ir.data.samplers import build_train_sampler
 
     if cfg.data.type != "image":
         raise ValueError(f"data.type {cfg.data.type!r} is not supported; reid_ir handles 'image' datasets")
+    check_data_cfg(cfg)
     register_datasets(**dataset_kwargs_from_cfg(cfg))
     kwargs = imagedata_kwargs(cfg)
     kwargs["train_sampler"] = "SequentialSampler"  # replaced below; keeps torchreid from drawing random numbers
-    dm = compat.data.ImageDataManager(**kwargs)
-    train_set = dm.train_loader.dataset
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    if distributed and rank > 0:
+        torch.distributed.barrier()  # rank 0 prepares the data first
+    try:
+        dm = _build_torchreid_datamanager(cfg, kwargs)
+    finally:
+        if distributed and rank == 0:
+            torch.distributed.barrier()
+    train_set, dm.skipped_images = check_datamanager(dm, cfg.data.skip_corrupt, progress=rank == 0)
     if len(train_set.train) < cfg.train.batch_size:
         raise ValueError(
             f"train.batch_size {cfg.train.batch_size} is larger than the training set "
@@ -110,8 +206,12 @@ def build_datamanager(cfg: Any):
     sampler = build_train_sampler(train_set.train, **sampler_kwargs(cfg))
     workers = 0 if cfg.train.deterministic else cfg.data.workers
     dm.train_loader = build_train_loader(train_set, sampler, cfg.train.batch_size, workers, kwargs["use_gpu"])
-    for loaders in dm.test_loader.values():
+    for name, loaders in dm.test_loader.items():
         for split, loader in loaders.items():
             if len(loader.dataset) == 0:
-                raise ValueError(f"the {split} set of {list(dm.test_loader)} is empty; check data.root and data.targets")
+                folder = getattr(loader.dataset, f"{split}_dir", None) or "its folder"
+                raise ValueError(
+                    f"the {split} set of target dataset {name!r} is empty: no usable images in {folder}; "
+                    f"check {_root_origin(cfg)} and data.targets"
+                )
     return dm
