@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from reid_ir.engine.launch import launch
 from reid_ir.engine.run import main
 
 
@@ -31,4 +32,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(launch(main, parse_args()))

@@ -185,7 +185,7 @@ _C.use_gpu = True
 _C.model.embedding_dim = 0
 
 # Data additions.
-# Skip (and count) unreadable images instead of stopping with an error.
+# Check every image once at start and skip (and count) unreadable ones, instead of stopping at the first with an error naming it.
 _C.data.skip_corrupt = False
 
 _C.data.synthetic = CN()
@@ -295,6 +295,10 @@ _C.train.deterministic = False
 _C.train.checkpoint_period = 1
 # Checkpoints kept on disk besides the latest (0: keep all).
 _C.train.keep_checkpoints = 2
+# Also save a checkpoint every this many iterations within an epoch (0: only at epoch ends); resume continues mid-epoch.
+_C.train.checkpoint_iters = 0
+# torch.distributed: minutes a rank waits for the others (e.g. while rank 0 evaluates) before failing.
+_C.train.dist_timeout_minutes = 120
 # Torch intra-op threads (0: torch's default).
 _C.train.num_threads = 0
 # Stop when the loss becomes NaN or inf (keeps the last good checkpoint).

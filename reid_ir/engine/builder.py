@@ -15,12 +15,14 @@ import torch
 from torch import nn
 
 from reid_ir import compat
+from reid_ir.config import ConfigError
 from reid_ir.data.build import build_datamanager
+from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.engine import ReidEngine
 from reid_ir.engine.hooks.checkpointer import CheckpointHook
 from reid_ir.engine.hooks.evaluator import EvaluationHook
 from reid_ir.engine.hooks.train_logger import TrainLoggerHook
-from reid_ir.losses import build_loss_from_cfg
+from reid_ir.losses import LOSSES, build_loss_from_cfg
 from reid_ir.models import build_backbone, load_model_weights
 
 logger = logging.getLogger(__name__)
@@ -107,14 +109,50 @@ def test_kwargs(cfg: Any) -> dict:
         "ranks": tuple(cfg.test.ranks),
         "rerank": cfg.test.rerank,
         "visrank_topk": cfg.test.visrank_topk,
+        "knc": cfg.test.knc,
+        "knc_k": cfg.loss.clmle.knc_k,
         **evaluator_kwargs(cfg),
     }
+
+
+def run_meta(cfg: Any) -> dict:
+    """Settings a checkpoint records; resuming checks them (see ``checkpoint.MUST_MATCH``)."""
+    return {
+        "model": cfg.model.name,
+        "loss": cfg.loss.name,
+        "sources": list(cfg.data.sources),
+        "batch_size": cfg.train.batch_size,
+        "train_sampler": cfg.sampler.train_sampler,
+        "seed": cfg.train.seed,
+        "world_size": dist_utils.get_world_size(),
+    }
+
+
+def check_names(cfg: Any) -> None:
+    """Fail fast on an unknown loss or sampler name, before any data is read.
+
+    Raises:
+        ConfigError: naming the key, the value and the known names.
+    """
+    from reid_ir.data.samplers import SAMPLERS
+
+    if cfg.loss.name not in LOSSES:
+        try:
+            LOSSES.get(cfg.loss.name)
+        except KeyError as e:
+            raise ConfigError(f"loss.name: {e.args[0]}") from None
+    if cfg.sampler.train_sampler not in SAMPLERS:
+        raise ConfigError(
+            f"sampler.train_sampler: unknown sampler {cfg.sampler.train_sampler!r}; known samplers: {sorted(SAMPLERS)}"
+        )
 
 
 def build_default_hooks(cfg: Any) -> list:
     """Checkpointing, evaluation, logging and (optionally) weight-center diagnostics."""
     hooks = [
-        CheckpointHook(period=cfg.train.checkpoint_period, keep=cfg.train.keep_checkpoints),
+        CheckpointHook(
+            period=cfg.train.checkpoint_period, keep=cfg.train.keep_checkpoints, iter_period=cfg.train.checkpoint_iters
+        ),
         EvaluationHook(eval_freq=cfg.test.eval_freq, start_eval=cfg.test.start_eval, test_kwargs=test_kwargs(cfg)),
         TrainLoggerHook(print_freq=cfg.train.print_freq),
     ]
@@ -137,7 +175,12 @@ class TrainableModules(nn.ModuleDict):
 
 
 def build_engine(cfg: Any) -> ReidEngine:
-    """Build the engine of a run from cfg (seeds, data, model, loss, optimizer, hooks)."""
+    """Build the engine of a run from cfg (seeds, data, model, loss, optimizer, hooks).
+
+    Under torch.distributed every rank builds the same model and loss (same
+    seed), then reseeds its RNGs with a seed of its own (different augmentations).
+    """
+    check_names(cfg)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     set_random_seed(cfg.train.seed, cfg.train.deterministic)
@@ -156,4 +199,8 @@ def build_engine(cfg: Any) -> ReidEngine:
         use_gpu=use_gpu, hooks=build_default_hooks(cfg), stop_on_nan=cfg.train.stop_on_nan,
     )
     engine.visrank_num = cfg.test.visrank_num
+    engine.run_meta = run_meta(cfg)
+    engine.skipped_images = getattr(datamanager, "skipped_images", {})
+    if dist_utils.is_distributed():
+        set_random_seed(dist_utils.rank_seed(cfg.train.seed, dist_utils.get_rank()), cfg.train.deterministic)
     return engine

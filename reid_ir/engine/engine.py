@@ -6,21 +6,25 @@ The loop, with hook points in capitals::
     BEFORE_TRAIN
     for epoch in range(start_epoch, max_epoch):
         BEFORE_EPOCH
-        for batch in train_loader:
+        for batch in train_loader:       (a mid-epoch resume skips the batches already done)
             BEFORE_STEP
             features = model(images); out = criterion(features, pids)
-            backward; optimizer.step()
-            AFTER_STEP            (trainer.step_outputs is set)
+            stop if the loss is NaN/inf (on any rank); backward; optimizer.step()
+            AFTER_STEP            (trainer.step_outputs is set; state hooks -> iteration checkpoint)
         scheduler.step()
         AFTER_EPOCH               (state hooks -> diagnostics -> checkpoint -> evaluation -> logging)
     AFTER_TRAIN
 
 Hooks run in ascending ``priority`` (see ``hooks/base.py`` for the order and why).
+
+Distributed (``torchrun``): the backbone runs in DistributedDataParallel, the
+loss's parameters are averaged after the backward, BatchNorm buffers are taken
+from rank 0 at the end of every epoch, and evaluation runs on rank 0 (see
+``reid_ir.engine.distributed``).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -30,22 +34,23 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from reid_ir import compat
 from reid_ir.engine import checkpoint as ckpt_io
+from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.hooks.base import HookBase
-from reid_ir.evaluation import evaluate
-from reid_ir.reports import write_evaluation
+from reid_ir.engine.testing import EvaluationMixin, NonFiniteFeaturesError
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["NonFiniteFeaturesError", "NonFiniteLossError", "ReidEngine"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the last good checkpoint is kept."""
 
 
-class ReidEngine(compat.engine.Engine):
+class ReidEngine(EvaluationMixin, compat.engine.Engine):
     """Trains a backbone (images -> embeddings) with a reid_ir loss.
 
     Args:
@@ -81,22 +86,29 @@ class ReidEngine(compat.engine.Engine):
         self.save_dir = "log"
         self.max_epoch = 0
         self.start_epoch = 0
+        self.start_batch = 0  # batches of epoch start_epoch already done (mid-epoch resume)
         self.iter = 0
         self.batch_idx = 0
         self.num_batches = len(self.train_loader) if self.train_loader is not None else 0
         self.step_outputs: dict = {}
         self.last_metrics: dict = {}
         self.resumed_from: str | None = None
-        self.is_main_process = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-            torch.distributed.get_rank() == 0
-        )
+        self.run_meta: dict = {}  # settings a checkpoint must agree with (set by the builder)
+        self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
+        self.is_main_process = self.rank == 0
         train_items = self.train_loader.dataset.train if self.train_loader is not None else []
         pids = np.asarray([item[1] for item in train_items], dtype=np.int64)
         self.num_classes = datamanager.num_train_pids
         self.class_counts = torch.from_numpy(np.bincount(pids, minlength=self.num_classes))
         self._hooks: list[HookBase] = []
+        self._train_model: nn.Module = self.model  # DDP wrapper when distributed
+        self._trainable_key: tuple | None = None
+        self._criterion_params = [p for p in self.criterion.parameters() if p.requires_grad]
         self.train_time = 0.0
         self.register_hooks([*getattr(criterion, "hooks", list)(), *hooks])
+        if dist_utils.is_distributed():
+            dist_utils.broadcast_module(self.model)
+            dist_utils.broadcast_module(self.criterion)
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -166,15 +178,18 @@ class ReidEngine(compat.engine.Engine):
 
             self.writer = SummaryWriter(log_dir=self.save_dir)
         self.max_epoch = max_epoch
-        self.start_epoch = max(start_epoch, self.start_epoch)
+        if start_epoch > self.start_epoch:
+            self.start_epoch, self.start_batch = start_epoch, 0
         self.fixbase_epoch, self.open_layers = fixbase_epoch, list(open_layers or [])
         logger.info("start training: epochs %d..%d, %d iterations each", self.start_epoch + 1, max_epoch, self.num_batches)
         self._call_hooks("before_train")
         try:
-            for self.epoch in range(self.start_epoch, self.max_epoch):
+            for epoch in range(self.start_epoch, self.max_epoch):
+                self.epoch = epoch
                 tic = time.time()
                 self._call_hooks("before_epoch")
-                self.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+                skip = self.start_batch if self.epoch == self.start_epoch else 0
+                self.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers, skip_batches=skip)
                 self.train_time += time.time() - tic
                 self._call_hooks("after_epoch")
             if self.start_epoch >= self.max_epoch > 0 and not self.last_metrics:
@@ -212,37 +227,75 @@ class ReidEngine(compat.engine.Engine):
             for p in self.model.parameters():
                 p.requires_grad_(True)
         self.criterion.train()
+        key = tuple(p.requires_grad for p in self.model.parameters())
+        if key != self._trainable_key:  # (re-)wrap for DDP when the trainable set changes
+            self._train_model = dist_utils.wrap_ddp(self.model, self.device)
+            self._trainable_key = key
+        self._criterion_params = [p for p in self.criterion.parameters() if p.requires_grad]
 
-    def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers: Sequence[str] | None = None) -> None:
-        """One epoch over the training loader, with step hooks."""
-        self._set_trainable(fixbase_epoch, open_layers)
-        sampler = getattr(self.train_loader, "sampler", None)
+    def _epoch_loader(self, skip_batches: int) -> DataLoader:
+        """This epoch's loader: sampler and worker seeds set from (seed, epoch, rank); resumed batches skipped."""
+        loader = self.train_loader
+        sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
+        if getattr(loader, "generator", None) is not None:
+            seed = getattr(sampler, "seed", 0)
+            loader.generator.manual_seed(dist_utils.rank_seed(seed * 100003 + self.epoch, self.rank))
+        if not skip_batches:
+            return loader
+        indices = list(sampler)[skip_batches * loader.batch_size :]
+        logger.info("resuming epoch %d at iteration %d/%d", self.epoch + 1, skip_batches + 1, self.num_batches)
+        return DataLoader(
+            loader.dataset, sampler=indices, batch_size=loader.batch_size, shuffle=False,
+            num_workers=loader.num_workers, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+            collate_fn=loader.collate_fn, generator=loader.generator, worker_init_fn=loader.worker_init_fn,
+        )
+
+    def train(
+        self,
+        print_freq: int = 10,
+        fixbase_epoch: int = 0,
+        open_layers: Sequence[str] | None = None,
+        skip_batches: int = 0,
+    ) -> None:
+        """One epoch over the training loader, with step hooks.
+
+        Args:
+            print_freq: unused (the logging hook has its own); torchreid's signature.
+            fixbase_epoch: epochs that train only ``open_layers``.
+            open_layers: layers trained in the fixbase epochs.
+            skip_batches: batches of this epoch already done (mid-epoch resume).
+        """
+        self._set_trainable(fixbase_epoch, open_layers)
         self.num_batches = len(self.train_loader)
-        for self.batch_idx, data in enumerate(self.train_loader):
+        for batch_idx, data in enumerate(self._epoch_loader(skip_batches), start=skip_batches):
+            self.batch_idx = batch_idx
             self._call_hooks("before_step")
             self.step_summary = self.forward_backward(data)
             self.iter += 1
             self._call_hooks("after_step")
         if self.scheduler is not None:
             self.scheduler.step()
+        dist_utils.broadcast_module(self.model, buffers_only=True)  # BN statistics of rank 0 everywhere
 
     def forward_backward(self, data: dict) -> dict:
         """One optimisation step; sets ``self.step_outputs``; returns scalars to log."""
         imgs, pids = self.parse_data_for_train(data)
         imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device, non_blocking=True)
-        features = self.model(imgs)
+        features = self._train_model(imgs)
         out = self.criterion(features, pids)
         loss_value = out.loss.detach()
-        if self.stop_on_nan and not torch.isfinite(loss_value):
+        if self.stop_on_nan and not dist_utils.all_true(bool(torch.isfinite(loss_value))):
+            where = f"{loss_value.item()}" if not torch.isfinite(loss_value) else "NaN/inf on another rank"
             raise NonFiniteLossError(
-                f"loss is {loss_value.item()} at epoch {self.epoch + 1}, iteration {self.batch_idx + 1}; "
+                f"loss is {where} at epoch {self.epoch + 1}, iteration {self.batch_idx + 1}; "
                 f"stopped before the optimizer step (the last good checkpoint in {self.save_dir}/checkpoints is kept). "
-                "Try a lower train.lr or check the loss's scale/margin."
+                "Try a lower train.lr or check the loss's scale/margin, then --resume."
             )
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        dist_utils.average_gradients(self._criterion_params)
         self.optimizer.step()
         self.step_outputs = {"features": features.detach(), "targets": pids, "output": out}
         summary = {"loss": loss_value.item()}
@@ -251,145 +304,35 @@ class ReidEngine(compat.engine.Engine):
             summary["acc"] = compat.metrics.accuracy(out.logits.detach(), pids)[0].item()
         return summary
 
-    # -------------------------------------------------------------- features
-    @torch.no_grad()
-    def extract_features_from_loader(self, loader: DataLoader, desc: str = "features") -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """Embeddings of every image of ``loader`` in eval mode.
-
-        Returns:
-            features (N, D) float32 on CPU, pids (N,), camids (N,).
-        """
-        was_training = self.model.training
-        self.model.eval()
-        feats, pids, camids = [], [], []
-        for data in tqdm(loader, desc=desc, leave=False, disable=not self.is_main_process):
-            imgs, pid, camid = self.parse_data_for_eval(data)
-            feats.append(self.model(imgs.to(self.device)).float().cpu())
-            pids.append(np.asarray(pid))
-            camids.append(np.asarray(camid))
-        self.model.train(was_training)
-        if not feats:
-            raise ValueError(f"{desc}: the data loader yielded no images")
-        return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
-
-    def extract_train_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings of the whole training set, no augmentation, eval mode.
-
-        Returns:
-            features (N, D) on ``self.device``, pids (N,) long on ``self.device``.
-        """
-        dataset = copy.copy(self.train_loader.dataset)
-        dataset.transform = self.datamanager.transform_te
-        dataset.k_tfm = 1
-        loader = DataLoader(dataset, batch_size=self.test_batch_size, shuffle=False, num_workers=self.train_loader.num_workers)
-        feats, pids, _ = self.extract_features_from_loader(loader, desc="train embeddings")
-        return feats.to(self.device), torch.as_tensor(pids, dtype=torch.long, device=self.device)
-
-    @property
-    def test_batch_size(self) -> int:
-        loaders = next(iter(self.test_loader.values()), {})
-        loader = loaders.get("query") if loaders else None
-        return loader.batch_size if loader is not None else 100
-
-    # ------------------------------------------------------------- evaluation
-    def test(
-        self,
-        dist_metric: str = "euclidean",
-        normalize_feature: bool = False,
-        visrank: bool = False,
-        visrank_topk: int = 10,
-        save_dir: str = "",
-        use_metric_cuhk03: bool = False,
-        ranks: Sequence[int] = (1, 5, 10, 20),
-        rerank: bool = False,
-        **evaluate_kwargs,
-    ) -> dict:
-        """Evaluate on every target dataset with reid_ir's evaluator.
-
-        Writes ``metrics/<target>_epoch_XXX.json`` and a CMC plot per target
-        under ``save_dir``. Returns ``{target: metrics dict}``.
-        """
-        if use_metric_cuhk03:
-            raise ValueError("cuhk03.use_metric_cuhk03 is not supported by reid_ir's evaluator")
-        save_dir = Path(save_dir or self.save_dir)
-        results = {}
-        for name, loaders in self.test_loader.items():
-            qf, q_pids, q_camids = self.extract_features_from_loader(loaders["query"], f"{name} query")
-            gf, g_pids, g_camids = self.extract_features_from_loader(loaders["gallery"], f"{name} gallery")
-            metrics = evaluate(
-                qf, gf, q_pids, g_pids, q_camids, g_camids,
-                metric=dist_metric, ranks=tuple(ranks), normalize=normalize_feature, rerank=rerank,
-                **evaluate_kwargs,
-            )
-            metrics.update({"dataset": name, "epoch": int(self.epoch) + 1 if self.max_epoch else 0})
-            results[name] = metrics
-            logger.info(
-                "%s epoch %d: mAP %.1f%%  %s", name, metrics["epoch"], 100 * metrics["mAP"],
-                "  ".join(f"rank-{r} {100 * metrics[f'rank{r}']:.1f}%" for r in ranks),
-            )
-            if self.is_main_process:
-                stem = f"{name}_epoch_{metrics['epoch']:03d}"
-                write_evaluation(metrics, save_dir / "metrics", stem, title=f"{name}, epoch {metrics['epoch']}")
-                if self.writer is not None:
-                    self.writer.add_scalar(f"Test/{name}/rank1", metrics["rank1"], metrics["epoch"])
-                    self.writer.add_scalar(f"Test/{name}/mAP", metrics["mAP"], metrics["epoch"])
-                if visrank:
-                    self._write_visrank(name, qf, gf, save_dir, visrank_topk, dist_metric, normalize_feature)
-        self.last_metrics = results
-        return results
-
-    def _write_visrank(self, name, qf, gf, save_dir, topk, metric, normalize) -> None:
-        from reid_ir.evaluation import write_ranked_results
-
-        dataset = self.datamanager.fetch_test_loaders(name)
-        write_ranked_results(
-            qf, gf, dataset[0], dataset[1], Path(save_dir) / f"visrank_{name}",
-            topk=topk, num_queries=getattr(self, "visrank_num", 20), metric=metric, normalize=normalize,
-        )
-
     # ------------------------------------------------------------ checkpoints
-    def checkpoint_state(self) -> dict:
-        """Everything needed to continue training exactly where it is now."""
-        return {
-            "epoch": self.epoch + 1,
-            "iter": self.iter,
-            "model": self.model.state_dict(),
-            "criterion": self.criterion.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "hooks": {h.name: h.state_dict() for h in self._hooks},
-            "rng": ckpt_io.capture_rng_state(),
-            "train_time": getattr(self, "train_time", 0.0),
-        }
+    def checkpoint_state(self, batch: int = 0) -> dict:
+        """Everything needed to continue training exactly where it is now.
+
+        Collective under torch.distributed (every rank's RNG state is gathered):
+        call it on every rank.
+
+        Args:
+            batch: batches done in the current epoch (0: at the end of the epoch).
+        """
+        rng_ranks = dist_utils.all_gather_object(ckpt_io.capture_rng_state()) if self.world_size > 1 else None
+        return ckpt_io.engine_state(self, batch=batch, rng_ranks=rng_ranks)
 
     def resume(self, path: str) -> int:
         """Restore model, loss, optimizer, scheduler, hooks and RNG states.
 
-        Everything is read and validated before anything is changed, so a bad
-        checkpoint leaves the engine untouched.
+        Everything is read and validated before anything is changed, and a
+        failure half-way puts the previous state back, so a bad checkpoint
+        leaves the engine untouched.
 
         Returns:
             The epoch to start from (epochs already done).
         """
-        state = ckpt_io.load_checkpoint(path)
-        where = state["path"]
-        ckpt_io.check_state_dict_compatible(self.model, state["model"], "model", where)
-        ckpt_io.check_state_dict_compatible(self.criterion, state.get("criterion", {}), "loss", where)
-        hook_states = state["hooks"]
-        self.model.load_state_dict(state["model"])
-        self.criterion.load_state_dict(state.get("criterion", {}))
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        for hook in self._hooks:
-            if hook.name in hook_states:
-                hook.load_state_dict(hook_states[hook.name])
-            elif hook.state_dict():
-                logger.warning("checkpoint %s has no state for hook %s; it keeps its fresh state", where, hook.name)
-        ckpt_io.restore_rng_state(state["rng"])
+        state = ckpt_io.restore_engine(self, path, rank=self.rank, world_size=self.world_size)
         self.start_epoch = self.epoch = int(state["epoch"])
+        self.start_batch = int(state.get("batch", 0))
         self.iter = int(state.get("iter", 0))
         self.train_time = float(state.get("train_time", 0.0))
-        self.resumed_from = where
-        logger.info("resumed from %s (%d epochs done)", where, self.start_epoch)
+        self.resumed_from = state["path"]
+        where = f" and {self.start_batch} iterations of epoch {self.start_epoch + 1}" if self.start_batch else ""
+        logger.info("resumed from %s (%d epochs done%s)", self.resumed_from, self.start_epoch, where)
         return self.start_epoch

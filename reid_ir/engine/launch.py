@@ -1,11 +1,14 @@
-"""Run set-up shared by the CLI and the table tool: logging, output folder, resume."""
+"""Run set-up shared by the CLI and the table tool: logging, output folder, torch.distributed."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,29 +42,42 @@ def setup_logging(save_dir: str | None = None, level: int = logging.INFO, rank: 
         root.addHandler(fh)
 
 
+#: what a run leaves in its output folder; any of them means "a previous run is here"
+RUN_MARKERS = ("checkpoints", "metrics", "train_log.jsonl", "final_metrics.json")
+
+
 def has_previous_run(save_dir: str | os.PathLike) -> bool:
-    """True when ``save_dir`` already holds checkpoints or metrics of a run."""
+    """True when ``save_dir`` holds checkpoints, metrics or the training log of a run."""
     d = Path(save_dir)
-    return (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir()) or (d / "metrics").is_dir()
+    for name in RUN_MARKERS:
+        p = d / name
+        if p.is_file() or (p.is_dir() and any(p.iterdir())):
+            return True
+    return False
 
 
 def check_output_folder(save_dir: str | os.PathLike, resume: bool, eval_only: bool) -> None:
     """Refuse to train into a folder with a previous run unless resuming.
 
     Raises:
-        OutputFolderError: naming the folder and the ways out.
+        OutputFolderError: naming the folder, what is in it and the ways out.
     """
     if resume or eval_only or not has_previous_run(save_dir):
         return
+    found = [n for n in RUN_MARKERS if (Path(save_dir) / n).exists()]
     raise OutputFolderError(
-        f"output folder {save_dir} already holds a run (checkpoints/ or metrics/). "
+        f"output folder {save_dir} already holds a run ({', '.join(found)}). "
         "Resume it with --resume, or choose another folder with data.save_dir NEW_DIR; "
         "nothing was overwritten."
     )
 
 
-def init_distributed() -> tuple[int, int]:
+def init_distributed(timeout_minutes: float = 120) -> tuple[int, int]:
     """Initialise torch.distributed from torchrun's environment (gloo on CPU, nccl on GPU).
+
+    Args:
+        timeout_minutes: how long a collective waits for the other ranks
+            (rank 0 may evaluate for a while as the others wait).
 
     Returns:
         (rank, world_size); (0, 1) when not launched by torchrun.
@@ -71,7 +87,16 @@ def init_distributed() -> tuple[int, int]:
         return 0, 1
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def launch(main: Callable[[Any], int], args: Any) -> int:
+    """Run ``main(args)`` and shut torch.distributed down afterwards; returns the exit code."""
+    try:
+        return main(args)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

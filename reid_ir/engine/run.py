@@ -1,4 +1,9 @@
-"""setup(args) -> cfg, main(args) -> exit code: what ``tools/train_net.py`` runs."""
+"""setup(args) -> cfg, main(args) -> exit code: what ``tools/train_net.py`` runs.
+
+Exit codes: 0 done; 2 bad input (config, data, output folder, checkpoint; one
+log line says what and where); 3 training diverged (NaN/inf loss, weights or
+features; the last good checkpoint is kept).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,19 @@ logger = logging.getLogger("reid_ir")
 
 #: errors that come from user input: reported in one line, exit code 2
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError)
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+
+
+def _is_config_key(name: str) -> bool:
+    from reid_ir.config.defaults import get_cfg
+
+    node: Any = get_cfg()
+    for part in name.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def setup(args: Any):
@@ -23,9 +41,14 @@ def setup(args: Any):
     Returns:
         (cfg, rank, world_size)
     """
+    from reid_ir.engine import distributed as dist_utils
+
     opts = list(args.opts or [])
     if opts and opts[0] == "--":
         opts = opts[1:]
+    if args.resume not in (None, "auto") and not Path(args.resume).exists() and _is_config_key(args.resume):
+        # "--resume data.root X": argparse took the first override for the optional PATH
+        opts, args.resume = [args.resume, *opts], "auto"
     cfg = load_cfg(args.config_file or None, opts, freeze=False)
     if args.eval_only:
         cfg.test.evaluate = True
@@ -37,12 +60,13 @@ def setup(args: Any):
     elif args.resume == "auto":
         cfg.model.resume = cfg.data.save_dir
     cfg.freeze()
-    rank, world = init_distributed()
+    rank, world = init_distributed(timeout_minutes=cfg.train.dist_timeout_minutes)
     check_output_folder(cfg.data.save_dir, resume=bool(cfg.model.resume), eval_only=cfg.test.evaluate)
+    dist_utils.barrier()  # every rank checked the folder before rank 0 writes into it
     setup_logging(cfg.data.save_dir, rank=rank)
     if rank == 0:
         save_cfg(cfg, Path(cfg.data.save_dir) / "config.yaml")
-    logger.info("config %s -> output %s", args.config_file or "(defaults)", cfg.data.save_dir)
+    logger.info("config %s -> output %s (%d process%s)", args.config_file or "(defaults)", cfg.data.save_dir, world, "es" if world > 1 else "")
     return cfg, rank, world
 
 
@@ -56,13 +80,23 @@ def format_results(results: dict, ranks=(1, 5)) -> str:
     return "\n".join(lines)
 
 
-def train_and_evaluate(cfg: Any) -> dict:
-    """Build the engine from cfg, resume if asked, run; returns metrics per target."""
+def _resume(engine, cfg: Any, auto: bool) -> None:
+    """Resume from ``model.resume``; ``--resume`` on a folder without a checkpoint starts afresh."""
+    from reid_ir.engine.checkpoint import find_checkpoint
+
+    if auto and find_checkpoint(cfg.model.resume) is None:
+        logger.warning("--resume: %s holds no complete checkpoint yet; starting from epoch 1", cfg.model.resume)
+        return
+    engine.resume(cfg.model.resume)
+
+
+def train_and_evaluate(cfg: Any, auto_resume: bool = False) -> dict:
+    """Build the engine from cfg, resume if asked, run; returns the run's summary."""
     from reid_ir.engine.builder import build_engine, engine_run_kwargs, test_kwargs
 
     engine = build_engine(cfg)
     if cfg.model.resume:
-        engine.resume(cfg.model.resume)
+        _resume(engine, cfg, auto_resume)
     tic = time.time()
     if cfg.test.evaluate:
         kwargs = test_kwargs(cfg)
@@ -76,6 +110,8 @@ def train_and_evaluate(cfg: Any) -> dict:
         "epochs": cfg.train.max_epoch,
         "loss": cfg.loss.name,
         "model": cfg.model.name,
+        "world_size": engine.world_size,
+        "skipped_images": {k: len(v) for k, v in getattr(engine, "skipped_images", {}).items()},
     }
     if engine.is_main_process:
         from reid_ir.engine.checkpoint import atomic_write_text
@@ -86,14 +122,21 @@ def train_and_evaluate(cfg: Any) -> dict:
 
 def main(args: Any) -> int:
     """Entry point of ``tools/train_net.py``; returns the process exit code."""
+    from reid_ir.engine.engine import NonFiniteLossError
+    from reid_ir.engine.testing import NonFiniteFeaturesError
+
     try:
         cfg, rank, _ = setup(args)
-        summary = train_and_evaluate(cfg)
-    except USER_ERRORS as e:
+        summary = train_and_evaluate(cfg, auto_resume=args.resume == "auto")
+    except (NonFiniteLossError, NonFiniteFeaturesError) as e:
         logging.basicConfig()
         logger.error("%s: %s", type(e).__name__, e)
+        return EXIT_DIVERGED
+    except USER_ERRORS as e:
+        logging.basicConfig()
+        logger.error("%s: %s", type(e).__name__, e.args[0] if isinstance(e, KeyError) and e.args else e)
         logger.debug("traceback", exc_info=True)
-        return 2
+        return EXIT_USER_ERROR
     if rank == 0 and summary["results"]:
         print(format_results(summary["results"], ranks=[r for r in cfg.test.ranks if r <= 10][:3] or [1]))
     return 0

@@ -15,7 +15,13 @@ logger = logging.getLogger("reid_ir.train")
 
 
 class TrainLoggerHook(HookBase):
-    """Shows training progress and records per-epoch averages.
+    """Shows training progress and records per-epoch averages in ``train_log.jsonl``.
+
+    Its running sums are part of checkpoints, so a resumed epoch still reports
+    the average over all its iterations. On resume, records of epochs after the
+    checkpoint (from the interrupted attempt) are dropped from
+    ``train_log.jsonl``, and the checkpoint's own epoch is recorded if the
+    interrupted run died before logging it, so every epoch appears once.
 
     Args:
         print_freq: log a line every this many iterations.
@@ -28,11 +34,34 @@ class TrainLoggerHook(HookBase):
         self.print_freq = max(1, print_freq)
         self.progress_bar = progress_bar
         self._bar = None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._counted_iter = -1
+        self._restored = False
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.trainer.save_dir) / "train_log.jsonl"
+
+    def before_train(self) -> None:
+        t = self.trainer
+        if not (t.resumed_from and t.is_main_process and self.log_path.is_file()):
+            return
+        lines = self.log_path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= t.start_epoch]
+        logged = max((json.loads(line).get("epoch", 0) for line in kept), default=0)
+        if logged < t.start_epoch and not t.start_batch and self._count:
+            # killed after the epoch's checkpoint but before its log line (e.g. while evaluating)
+            means = {k: v / self._count for k, v in self._sums.items()}
+            kept.append(json.dumps({"epoch": t.start_epoch, "lr": t.optimizer.param_groups[-1]["lr"], **means}))
+        if kept != lines:
+            self.log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def before_epoch(self) -> None:
         t = self.trainer
-        self._sums: dict[str, float] = {}
-        self._count = 0
+        if not (self._restored and t.epoch == t.start_epoch and t.start_batch):
+            self._sums, self._count = {}, 0
+        self._restored = False
         self._tic = time.time()
         if self.progress_bar and t.is_main_process:
             self._bar = tqdm(total=len(t.train_loader), desc=f"epoch {t.epoch + 1}/{t.max_epoch}", leave=False)
@@ -41,6 +70,7 @@ class TrainLoggerHook(HookBase):
         t = self.trainer
         summary = t.step_summary
         self._count += 1
+        self._counted_iter = t.iter
         for k, v in summary.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
         if self._bar is not None:
@@ -62,5 +92,19 @@ class TrainLoggerHook(HookBase):
         record = {"epoch": t.epoch + 1, "seconds": round(time.time() - self._tic, 2), "lr": t.optimizer.param_groups[-1]["lr"], **means}
         logger.info("epoch %d/%d  %s", t.epoch + 1, t.max_epoch, "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
         if t.is_main_process:
-            with open(Path(t.save_dir) / "train_log.jsonl", "a", encoding="utf-8") as f:
+            with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def state_dict(self) -> dict:
+        sums, count = dict(self._sums), self._count
+        t = getattr(self, "_trainer", None)
+        if t is not None and getattr(t, "iter", -1) != self._counted_iter and getattr(t, "step_summary", None):
+            # a mid-epoch checkpoint runs before this hook's after_step: count the step it holds
+            count += 1
+            for k, v in t.step_summary.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return {"sums": sums, "count": count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sums, self._count = dict(state.get("sums", {})), int(state.get("count", 0))
+        self._restored = True
