@@ -19,14 +19,26 @@ from reid_ir.engine.run import main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default="", metavar="FILE", help="YAML config (may use _BASE_)")
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate (use model.load_weights)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "--resume", nargs="?", const="auto", default=None, metavar="PATH",
+        "--config-file", default="", metavar="FILE", help="YAML config (may use _BASE_)"
+    )
+    parser.add_argument(
+        "--eval-only", action="store_true", help="only evaluate (use model.load_weights)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="PATH",
         help="resume from a checkpoint file or run folder (default: data.save_dir's last checkpoint)",
     )
-    parser.add_argument("--visrank", type=int, default=0, metavar="N", help="write ranked results of N queries")
+    parser.add_argument(
+        "--visrank", type=int, default=0, metavar="N", help="write ranked results of N queries"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser.parse_args(argv)
 

@@ -53,7 +53,11 @@ def check_data_cfg(cfg: Any) -> None:
 
     root = data_root(cfg)
     names = list(dict.fromkeys([*cfg.data.sources, *cfg.data.targets]))
-    imb = [n[: -len("_imb")] for n in names if n.endswith("_imb") and n[: -len("_imb")] in BASE_DATASETS]
+    imb = [
+        n[: -len("_imb")]
+        for n in names
+        if n.endswith("_imb") and n[: -len("_imb")] in BASE_DATASETS
+    ]
     manifest_path = cfg.data.imbalance.manifest
     if imb and manifest_path:
         manifest = imbalance.load_manifest(manifest_path)
@@ -65,7 +69,11 @@ def check_data_cfg(cfg: Any) -> None:
                     f"tools/make_imbalance_split.py --dataset {base}"
                 )
     if imb and not manifest_path:
-        params = {k: cfg.data.imbalance[k] for k in cfg.data.imbalance if k not in ("profile", "manifest", "seed")}
+        params = {
+            k: cfg.data.imbalance[k]
+            for k in cfg.data.imbalance
+            if k not in ("profile", "manifest", "seed")
+        }
         try:
             imbalance.profile_params(cfg.data.imbalance.profile, **params)
         except ValueError as e:
@@ -76,11 +84,15 @@ def check_data_cfg(cfg: Any) -> None:
         try:
             data_dir = find_data_dir(root, name)
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"dataset {name!r} not found ({_root_origin(cfg)}): {e}") from None
+            raise FileNotFoundError(
+                f"dataset {name!r} not found ({_root_origin(cfg)}): {e}"
+            ) from None
         for split in SPLIT_DIRS:  # strict names (torchreid's regex fails without naming the file)
             items = scan_dir(data_dir / split, BASE_DATASETS[name][1])
             if not any(pid != -1 for _, pid, _ in items):
-                what = {"bounding_box_train": "training", "bounding_box_test": "gallery"}.get(split, split)
+                what = {"bounding_box_train": "training", "bounding_box_test": "gallery"}.get(
+                    split, split
+                )
                 role = "target" if name in cfg.data.targets else "source"
                 raise ValueError(
                     f"the {what} set of {role} dataset {name!r} is empty: no usable images in {data_dir / split} "
@@ -135,7 +147,9 @@ def sampler_kwargs(cfg: Any) -> dict:
     }
 
 
-def build_train_loader(dataset, sampler, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+def build_train_loader(
+    dataset, sampler, batch_size: int, workers: int, pin_memory: bool
+) -> DataLoader:
     """The training DataLoader over ``dataset`` with a seeded, epoch-aware ``sampler``."""
     generator = torch.Generator()
     generator.manual_seed(getattr(sampler, "seed", 0))
@@ -157,7 +171,9 @@ def _build_torchreid_datamanager(cfg: Any, kwargs: dict):
         return compat.data.ImageDataManager(**kwargs)
     except RuntimeError as e:  # torchreid's check_before_run / download_dataset
         if "not found" in str(e) or "manually prepared" in str(e):
-            raise FileNotFoundError(f"{e} ({_root_origin(cfg)}; see torchreid's dataset docs for the layout)") from None
+            raise FileNotFoundError(
+                f"{e} ({_root_origin(cfg)}; see torchreid's dataset docs for the layout)"
+            ) from None
         raise
     except IndexError:  # torchreid's Dataset reads train[0], query[0], gallery[0]
         raise ValueError(
@@ -183,11 +199,15 @@ def build_datamanager(cfg: Any):
     from reid_ir.data.samplers import build_train_sampler
 
     if cfg.data.type != "image":
-        raise ValueError(f"data.type {cfg.data.type!r} is not supported; reid_ir handles 'image' datasets")
+        raise ValueError(
+            f"data.type {cfg.data.type!r} is not supported; reid_ir handles 'image' datasets"
+        )
     check_data_cfg(cfg)
     register_datasets(**dataset_kwargs_from_cfg(cfg))
     kwargs = imagedata_kwargs(cfg)
-    kwargs["train_sampler"] = "SequentialSampler"  # replaced below; keeps torchreid from drawing random numbers
+    kwargs["train_sampler"] = (
+        "SequentialSampler"  # replaced below; keeps torchreid from drawing random numbers
+    )
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if distributed else 0
     if distributed and rank > 0:
@@ -205,7 +225,9 @@ def build_datamanager(cfg: Any):
         )
     sampler = build_train_sampler(train_set.train, **sampler_kwargs(cfg))
     workers = 0 if cfg.train.deterministic else cfg.data.workers
-    dm.train_loader = build_train_loader(train_set, sampler, cfg.train.batch_size, workers, kwargs["use_gpu"])
+    dm.train_loader = build_train_loader(
+        train_set, sampler, cfg.train.batch_size, workers, kwargs["use_gpu"]
+    )
     for name, loaders in dm.test_loader.items():
         for split, loader in loaders.items():
             if len(loader.dataset) == 0:

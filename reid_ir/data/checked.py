@@ -82,26 +82,42 @@ class CheckedImageDataset(Dataset):
         return {"img": img, "pid": pid, "camid": camid, "impath": img_path, "dsetid": dsetid}
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "dataset":  # copy/pickle probe these before __init__ ran
+        if (
+            name.startswith("__") or name == "dataset"
+        ):  # copy/pickle probe these before __init__ ran
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
 
-def find_unreadable(paths: Sequence[str], desc: str = "checking images", progress: bool = True) -> list[str]:
+def find_unreadable(
+    paths: Sequence[str], desc: str = "checking images", progress: bool = True
+) -> list[str]:
     """The paths among ``paths`` that do not decode (see ``reid_ir.data.datasets.check_image``)."""
     from reid_ir.data.datasets import check_image
 
-    return [p for p in tqdm(paths, desc=desc, unit="img", leave=False, disable=not progress) if not check_image(p)]
+    return [
+        p
+        for p in tqdm(paths, desc=desc, unit="img", leave=False, disable=not progress)
+        if not check_image(p)
+    ]
 
 
-def _checked(dataset: Any, skip_corrupt: bool, what: str, skipped: dict, progress: bool) -> CheckedImageDataset:
+def _checked(
+    dataset: Any, skip_corrupt: bool, what: str, skipped: dict, progress: bool
+) -> CheckedImageDataset:
     items = list(dataset.data)
     if skip_corrupt:
         bad = set(find_unreadable([it[0] for it in items], f"checking {what}", progress))
         if bad:
             skipped[what] = sorted(bad)
             items = [it for it in items if it[0] not in bad]
-            logger.warning("%s: skipping %d unreadable images of %d (data.skip_corrupt): %s", what, len(bad), len(bad) + len(items), sorted(bad)[:5])
+            logger.warning(
+                "%s: skipping %d unreadable images of %d (data.skip_corrupt): %s",
+                what,
+                len(bad),
+                len(bad) + len(items),
+                sorted(bad)[:5],
+            )
     return CheckedImageDataset(dataset, items)
 
 
@@ -128,8 +144,12 @@ def check_datamanager(
         for split, loader in list(loaders.items()):
             ds = _checked(loader.dataset, skip_corrupt, f"{name}/{split}", skipped, progress)
             loaders[split] = DataLoader(
-                ds, batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
-                pin_memory=loader.pin_memory, drop_last=False,
+                ds,
+                batch_size=loader.batch_size,
+                shuffle=False,
+                num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory,
+                drop_last=False,
             )
             if name in getattr(dm, "test_dataset", {}) and split in dm.test_dataset[name]:
                 dm.test_dataset[name][split] = list(ds.data)

@@ -151,9 +151,15 @@ def build_default_hooks(cfg: Any) -> list:
     """Checkpointing, evaluation, logging and (optionally) weight-center diagnostics."""
     hooks = [
         CheckpointHook(
-            period=cfg.train.checkpoint_period, keep=cfg.train.keep_checkpoints, iter_period=cfg.train.checkpoint_iters
+            period=cfg.train.checkpoint_period,
+            keep=cfg.train.keep_checkpoints,
+            iter_period=cfg.train.checkpoint_iters,
         ),
-        EvaluationHook(eval_freq=cfg.test.eval_freq, start_eval=cfg.test.start_eval, test_kwargs=test_kwargs(cfg)),
+        EvaluationHook(
+            eval_freq=cfg.test.eval_freq,
+            start_eval=cfg.test.start_eval,
+            test_kwargs=test_kwargs(cfg),
+        ),
         TrainLoggerHook(print_freq=cfg.train.print_freq),
     ]
     try:
@@ -189,18 +195,30 @@ def build_engine(cfg: Any) -> ReidEngine:
     model = build_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.embedding_dim, use_gpu)
     if cfg.model.load_weights:
         load_model_weights(model, cfg.model.load_weights)
-    train_pids = np.asarray([item[1] for item in datamanager.train_loader.dataset.train], dtype=np.int64)
+    train_pids = np.asarray(
+        [item[1] for item in datamanager.train_loader.dataset.train], dtype=np.int64
+    )
     class_counts = torch.from_numpy(np.bincount(train_pids, minlength=datamanager.num_train_pids))
     criterion = build_loss_from_cfg(cfg, datamanager.num_train_pids, model.feat_dim, class_counts)
-    optimizer = compat.optim.build_optimizer(TrainableModules(model, criterion), **optimizer_kwargs(cfg))
+    optimizer = compat.optim.build_optimizer(
+        TrainableModules(model, criterion), **optimizer_kwargs(cfg)
+    )
     scheduler = compat.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
     engine = ReidEngine(
-        datamanager, model, criterion, optimizer, scheduler,
-        use_gpu=use_gpu, hooks=build_default_hooks(cfg), stop_on_nan=cfg.train.stop_on_nan,
+        datamanager,
+        model,
+        criterion,
+        optimizer,
+        scheduler,
+        use_gpu=use_gpu,
+        hooks=build_default_hooks(cfg),
+        stop_on_nan=cfg.train.stop_on_nan,
     )
     engine.visrank_num = cfg.test.visrank_num
     engine.run_meta = run_meta(cfg)
     engine.skipped_images = getattr(datamanager, "skipped_images", {})
     if dist_utils.is_distributed():
-        set_random_seed(dist_utils.rank_seed(cfg.train.seed, dist_utils.get_rank()), cfg.train.deterministic)
+        set_random_seed(
+            dist_utils.rank_seed(cfg.train.seed, dist_utils.get_rank()), cfg.train.deterministic
+        )
     return engine

@@ -130,7 +130,10 @@ def _prune(folder: Path, newest: Path, keep: int) -> None:
         if not p.name.endswith(f".tmp.{os.getpid()}"):
             logger.info("removing %s, left by an interrupted checkpoint write", p)
             p.unlink(missing_ok=True)
-    files = sorted((p for p in folder.glob("epoch_*.pth") if p != newest and _NAME_RE.match(p.name)), key=_order_key)
+    files = sorted(
+        (p for p in folder.glob("epoch_*.pth") if p != newest and _NAME_RE.match(p.name)),
+        key=_order_key,
+    )
     ends = [p for p in files if _order_key(p)[1] == float("inf")]
     for p in files:
         if p not in ends:
@@ -140,7 +143,9 @@ def _prune(folder: Path, newest: Path, keep: int) -> None:
             p.unlink(missing_ok=True)
 
 
-def save_checkpoint(state: dict, folder: str | os.PathLike, epoch: int, keep: int = 2, iteration: int = 0) -> Path:
+def save_checkpoint(
+    state: dict, folder: str | os.PathLike, epoch: int, keep: int = 2, iteration: int = 0
+) -> Path:
     """Write ``state`` as ``folder/<checkpoint_name>`` and point ``last_checkpoint`` at it.
 
     Args:
@@ -156,7 +161,9 @@ def save_checkpoint(state: dict, folder: str | os.PathLike, epoch: int, keep: in
         Path of the written file.
     """
     folder = Path(folder)
-    path = atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, folder / checkpoint_name(epoch, iteration))
+    path = atomic_torch_save(
+        {"format": FORMAT, "version": VERSION, **state}, folder / checkpoint_name(epoch, iteration)
+    )
     atomic_write_text(folder / POINTER, path.name + "\n")
     _fsync_dir(folder)
     _prune(folder, path, keep)
@@ -185,9 +192,13 @@ def find_checkpoint(path: str | os.PathLike) -> Path | None:
                 return target
             raise CheckpointError(f"{pointer} names {target.name}, which does not exist")
     for folder in (path / "checkpoints", path):
-        files = sorted((p for p in folder.glob("epoch_*.pth") if _NAME_RE.match(p.name)), key=_order_key)
+        files = sorted(
+            (p for p in folder.glob("epoch_*.pth") if _NAME_RE.match(p.name)), key=_order_key
+        )
         if files:  # killed between the first rename and its pointer: the file is complete
-            logger.warning("%s has no %s; using the newest checkpoint file %s", folder, POINTER, files[-1].name)
+            logger.warning(
+                "%s has no %s; using the newest checkpoint file %s", folder, POINTER, files[-1].name
+            )
             return files[-1]
     return None
 
@@ -219,7 +230,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         # python tuples) that the safe unpickler refuses; load only your own files.
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a torch file ({e})") from e
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: truncated or not a torch file ({e})"
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a reid_ir checkpoint (no format tag {FORMAT!r}); "
@@ -257,20 +270,30 @@ def _check_optimizer_compatible(optimizer: torch.optim.Optimizer, state: dict, p
 
 
 def _check_meta(own: dict, saved: dict, batch: int, path: str) -> None:
-    bad = {k: (saved[k], own[k]) for k in MUST_MATCH if k in saved and k in own and saved[k] != own[k]}
+    bad = {
+        k: (saved[k], own[k]) for k in MUST_MATCH if k in saved and k in own and saved[k] != own[k]
+    }
     if bad:
         raise CheckpointError(
             f"checkpoint {path} was written by another run: "
             + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in bad.items())
         )
-    differ = {k: (saved[k], own[k]) for k in own if k not in MUST_MATCH and k in saved and saved[k] != own[k]}
+    differ = {
+        k: (saved[k], own[k])
+        for k in own
+        if k not in MUST_MATCH and k in saved and saved[k] != own[k]
+    }
     if differ and batch:
         raise CheckpointError(
             f"checkpoint {path} stops in the middle of an epoch, which resumes only with the same "
             f"settings; these differ: {differ}. Resume from an end-of-epoch checkpoint instead."
         )
     if differ:
-        logger.warning("resuming %s with other settings (saved, now): %s; the run will not be bit-exact", path, differ)
+        logger.warning(
+            "resuming %s with other settings (saved, now): %s; the run will not be bit-exact",
+            path,
+            differ,
+        )
 
 
 def engine_state(engine: Any, batch: int = 0, rng_ranks: list | None = None) -> dict:
@@ -320,11 +343,17 @@ def _load_into(engine: Any, state: dict, rng: dict) -> None:
         if hook.name in state["hooks"]:
             hook.load_state_dict(state["hooks"][hook.name])
         elif hook.state_dict():
-            logger.warning("checkpoint %s has no state for hook %s; it keeps its fresh state", state.get("path"), hook.name)
+            logger.warning(
+                "checkpoint %s has no state for hook %s; it keeps its fresh state",
+                state.get("path"),
+                hook.name,
+            )
     restore_rng_state(rng)
 
 
-def restore_engine(engine: Any, path: str | os.PathLike, rank: int = 0, world_size: int = 1) -> dict:
+def restore_engine(
+    engine: Any, path: str | os.PathLike, rank: int = 0, world_size: int = 1
+) -> dict:
     """Load a checkpoint into ``engine``: all of it, or (on any error) nothing.
 
     Everything is read and checked first (format, model and loss keys and
@@ -349,11 +378,17 @@ def restore_engine(engine: Any, path: str | os.PathLike, rank: int = 0, world_si
     if ranks and len(ranks) == world_size:
         rng = ranks[rank]
     elif world_size > 1:
-        logger.warning("checkpoint %s holds no RNG state per rank for %d ranks; using rank 0's", where, world_size)
+        logger.warning(
+            "checkpoint %s holds no RNG state per rank for %d ranks; using rank 0's",
+            where,
+            world_size,
+        )
     backup = _snapshot(engine)
     try:
         _load_into(engine, state, rng)
     except Exception as e:
         _load_into(engine, {**backup, "path": where}, backup["rng"])
-        raise CheckpointError(f"checkpoint {where} could not be loaded ({type(e).__name__}: {e}); nothing was changed") from e
+        raise CheckpointError(
+            f"checkpoint {where} could not be loaded ({type(e).__name__}: {e}); nothing was changed"
+        ) from e
     return state

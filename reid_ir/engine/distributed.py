@@ -122,8 +122,10 @@ def average_gradients(params: list[nn.Parameter]) -> None:
     flat = torch.cat([_flatten_dense_tensors(grads).to(device), has])
     dist.all_reduce(flat)
     world = dist.get_world_size()
-    summed, counts = flat[: -len(params)], flat[-len(params):]
-    for p, g, n in zip(params, _unflatten_dense_tensors(summed, grads), counts.tolist(), strict=True):
+    summed, counts = flat[: -len(params)], flat[-len(params) :]
+    for p, g, n in zip(
+        params, _unflatten_dense_tensors(summed, grads), counts.tolist(), strict=True
+    ):
         p.grad = (g / world).to(p.device) if n > 0 else None
 
 
@@ -137,6 +139,9 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    device_ids = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else None
+    )
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=True)
-

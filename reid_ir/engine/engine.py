@@ -172,7 +172,13 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         }
         if test_only:
             return self.test(save_dir=save_dir, **eval_kwargs)
-        ensure_default_hooks(self, print_freq=print_freq, start_eval=start_eval, eval_freq=eval_freq, eval_kwargs=eval_kwargs)
+        ensure_default_hooks(
+            self,
+            print_freq=print_freq,
+            start_eval=start_eval,
+            eval_freq=eval_freq,
+            eval_kwargs=eval_kwargs,
+        )
         if self.writer is None and self.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -181,7 +187,12 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         if start_epoch > self.start_epoch:
             self.start_epoch, self.start_batch = start_epoch, 0
         self.fixbase_epoch, self.open_layers = fixbase_epoch, list(open_layers or [])
-        logger.info("start training: epochs %d..%d, %d iterations each", self.start_epoch + 1, max_epoch, self.num_batches)
+        logger.info(
+            "start training: epochs %d..%d, %d iterations each",
+            self.start_epoch + 1,
+            max_epoch,
+            self.num_batches,
+        )
         self._call_hooks("before_train")
         try:
             for epoch in range(self.start_epoch, self.max_epoch):
@@ -189,7 +200,12 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
                 tic = time.time()
                 self._call_hooks("before_epoch")
                 skip = self.start_batch if self.epoch == self.start_epoch else 0
-                self.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers, skip_batches=skip)
+                self.train(
+                    print_freq=print_freq,
+                    fixbase_epoch=fixbase_epoch,
+                    open_layers=open_layers,
+                    skip_batches=skip,
+                )
                 self.train_time += time.time() - tic
                 self._call_hooks("after_epoch")
             if self.start_epoch >= self.max_epoch > 0 and not self.last_metrics:
@@ -212,7 +228,9 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
             names = [n for n in open_layers if n != "classifier"]
             unknown = [n for n in names if not hasattr(backbone, n) and not hasattr(self.model, n)]
             if unknown:
-                raise ValueError(f"train.open_layers names {unknown}, which the model does not have")
+                raise ValueError(
+                    f"train.open_layers names {unknown}, which the model does not have"
+                )
             self.model.eval()
             for p in self.model.parameters():
                 p.requires_grad_(False)
@@ -221,7 +239,12 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
                 layer.train()
                 for p in layer.parameters():
                     p.requires_grad_(True)
-            logger.info("fixbase epoch %d/%d: training only %s and the loss", self.epoch + 1, fixbase_epoch, open_layers)
+            logger.info(
+                "fixbase epoch %d/%d: training only %s and the loss",
+                self.epoch + 1,
+                fixbase_epoch,
+                open_layers,
+            )
         else:
             self.model.train()
             for p in self.model.parameters():
@@ -241,15 +264,29 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
             sampler.set_epoch(self.epoch)
         if getattr(loader, "generator", None) is not None:
             seed = getattr(sampler, "seed", 0)
-            loader.generator.manual_seed(dist_utils.rank_seed(seed * 100003 + self.epoch, self.rank))
+            loader.generator.manual_seed(
+                dist_utils.rank_seed(seed * 100003 + self.epoch, self.rank)
+            )
         if not skip_batches:
             return loader
         indices = list(sampler)[skip_batches * loader.batch_size :]
-        logger.info("resuming epoch %d at iteration %d/%d", self.epoch + 1, skip_batches + 1, self.num_batches)
+        logger.info(
+            "resuming epoch %d at iteration %d/%d",
+            self.epoch + 1,
+            skip_batches + 1,
+            self.num_batches,
+        )
         return DataLoader(
-            loader.dataset, sampler=indices, batch_size=loader.batch_size, shuffle=False,
-            num_workers=loader.num_workers, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-            collate_fn=loader.collate_fn, generator=loader.generator, worker_init_fn=loader.worker_init_fn,
+            loader.dataset,
+            sampler=indices,
+            batch_size=loader.batch_size,
+            shuffle=False,
+            num_workers=loader.num_workers,
+            pin_memory=loader.pin_memory,
+            drop_last=loader.drop_last,
+            collate_fn=loader.collate_fn,
+            generator=loader.generator,
+            worker_init_fn=loader.worker_init_fn,
         )
 
     def train(
@@ -277,17 +314,26 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
             self._call_hooks("after_step")
         if self.scheduler is not None:
             self.scheduler.step()
-        dist_utils.broadcast_module(self.model, buffers_only=True)  # BN statistics of rank 0 everywhere
+        dist_utils.broadcast_module(
+            self.model, buffers_only=True
+        )  # BN statistics of rank 0 everywhere
 
     def forward_backward(self, data: dict) -> dict:
         """One optimisation step; sets ``self.step_outputs``; returns scalars to log."""
         imgs, pids = self.parse_data_for_train(data)
-        imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device, non_blocking=True)
+        imgs, pids = (
+            imgs.to(self.device, non_blocking=True),
+            pids.to(self.device, non_blocking=True),
+        )
         features = self._train_model(imgs)
         out = self.criterion(features, pids)
         loss_value = out.loss.detach()
         if self.stop_on_nan and not dist_utils.all_true(bool(torch.isfinite(loss_value))):
-            where = f"{loss_value.item()}" if not torch.isfinite(loss_value) else "NaN/inf on another rank"
+            where = (
+                f"{loss_value.item()}"
+                if not torch.isfinite(loss_value)
+                else "NaN/inf on another rank"
+            )
             raise NonFiniteLossError(
                 f"loss is {where} at epoch {self.epoch + 1}, iteration {self.batch_idx + 1}; "
                 f"stopped before the optimizer step (the last good checkpoint in {self.save_dir}/checkpoints is kept). "
@@ -314,7 +360,11 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         Args:
             batch: batches done in the current epoch (0: at the end of the epoch).
         """
-        rng_ranks = dist_utils.all_gather_object(ckpt_io.capture_rng_state()) if self.world_size > 1 else None
+        rng_ranks = (
+            dist_utils.all_gather_object(ckpt_io.capture_rng_state())
+            if self.world_size > 1
+            else None
+        )
         return ckpt_io.engine_state(self, batch=batch, rng_ranks=rng_ranks)
 
     def resume(self, path: str) -> int:
@@ -333,6 +383,12 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         self.iter = int(state.get("iter", 0))
         self.train_time = float(state.get("train_time", 0.0))
         self.resumed_from = state["path"]
-        where = f" and {self.start_batch} iterations of epoch {self.start_epoch + 1}" if self.start_batch else ""
-        logger.info("resumed from %s (%d epochs done%s)", self.resumed_from, self.start_epoch, where)
+        where = (
+            f" and {self.start_batch} iterations of epoch {self.start_epoch + 1}"
+            if self.start_batch
+            else ""
+        )
+        logger.info(
+            "resumed from %s (%d epochs done%s)", self.resumed_from, self.start_epoch, where
+        )
         return self.start_epoch

@@ -32,7 +32,9 @@ def setup_logging(save_dir: str | None = None, level: int = logging.INFO, rank: 
         console.setFormatter(fmt)
         console._reid_ir = True
         root.addHandler(console)
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its per-CPU-feature probing is noise
+    logging.getLogger("faiss.loader").setLevel(
+        logging.WARNING
+    )  # its per-CPU-feature probing is noise
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         name = "log.txt" if rank == 0 else f"log.rank{rank}.txt"
@@ -89,7 +91,9 @@ def init_distributed(timeout_minutes: float = 120) -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+        torch.distributed.init_process_group(
+            backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes)
+        )
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 

@@ -19,7 +19,13 @@ from reid_ir.engine.launch import check_output_folder, init_distributed, setup_l
 logger = logging.getLogger("reid_ir")
 
 #: errors that come from user input: reported in one line, exit code 2
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    FileNotFoundError,
+    FileExistsError,
+    KeyError,
+    ValueError,
+)
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 
@@ -46,7 +52,11 @@ def setup(args: Any):
     opts = list(args.opts or [])
     if opts and opts[0] == "--":
         opts = opts[1:]
-    if args.resume not in (None, "auto") and not Path(args.resume).exists() and _is_config_key(args.resume):
+    if (
+        args.resume not in (None, "auto")
+        and not Path(args.resume).exists()
+        and _is_config_key(args.resume)
+    ):
         # "--resume data.root X": argparse took the first override for the optional PATH
         opts, args.resume = [args.resume, *opts], "auto"
     cfg = load_cfg(args.config_file or None, opts, freeze=False)
@@ -61,12 +71,20 @@ def setup(args: Any):
         cfg.model.resume = cfg.data.save_dir
     cfg.freeze()
     rank, world = init_distributed(timeout_minutes=cfg.train.dist_timeout_minutes)
-    check_output_folder(cfg.data.save_dir, resume=bool(cfg.model.resume), eval_only=cfg.test.evaluate)
+    check_output_folder(
+        cfg.data.save_dir, resume=bool(cfg.model.resume), eval_only=cfg.test.evaluate
+    )
     dist_utils.barrier()  # every rank checked the folder before rank 0 writes into it
     setup_logging(cfg.data.save_dir, rank=rank)
     if rank == 0:
         save_cfg(cfg, Path(cfg.data.save_dir) / "config.yaml")
-    logger.info("config %s -> output %s (%d process%s)", args.config_file or "(defaults)", cfg.data.save_dir, world, "es" if world > 1 else "")
+    logger.info(
+        "config %s -> output %s (%d process%s)",
+        args.config_file or "(defaults)",
+        cfg.data.save_dir,
+        world,
+        "es" if world > 1 else "",
+    )
     return cfg, rank, world
 
 
@@ -75,7 +93,10 @@ def format_results(results: dict, ranks=(1, 5)) -> str:
     header = "| dataset | " + " | ".join(f"rank-{r}" for r in ranks) + " | mAP | mINP |"
     lines = [header, "|" + "---|" * (len(ranks) + 3)]
     for name, m in results.items():
-        cells = [f"{100 * m[f'rank{r}']:.1f}" for r in ranks] + [f"{100 * m['mAP']:.1f}", f"{100 * m['mINP']:.1f}"]
+        cells = [f"{100 * m[f'rank{r}']:.1f}" for r in ranks] + [
+            f"{100 * m['mAP']:.1f}",
+            f"{100 * m['mINP']:.1f}",
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -85,7 +106,9 @@ def _resume(engine, cfg: Any, auto: bool) -> None:
     from reid_ir.engine.checkpoint import find_checkpoint
 
     if auto and find_checkpoint(cfg.model.resume) is None:
-        logger.warning("--resume: %s holds no complete checkpoint yet; starting from epoch 1", cfg.model.resume)
+        logger.warning(
+            "--resume: %s holds no complete checkpoint yet; starting from epoch 1", cfg.model.resume
+        )
         return
     engine.resume(cfg.model.resume)
 
@@ -116,7 +139,10 @@ def train_and_evaluate(cfg: Any, auto_resume: bool = False) -> dict:
     if engine.is_main_process:
         from reid_ir.engine.checkpoint import atomic_write_text
 
-        atomic_write_text(Path(cfg.data.save_dir) / "final_metrics.json", json.dumps(summary, indent=2, sort_keys=True))
+        atomic_write_text(
+            Path(cfg.data.save_dir) / "final_metrics.json",
+            json.dumps(summary, indent=2, sort_keys=True),
+        )
     return summary
 
 
@@ -134,9 +160,15 @@ def main(args: Any) -> int:
         return EXIT_DIVERGED
     except USER_ERRORS as e:
         logging.basicConfig()
-        logger.error("%s: %s", type(e).__name__, e.args[0] if isinstance(e, KeyError) and e.args else e)
+        logger.error(
+            "%s: %s", type(e).__name__, e.args[0] if isinstance(e, KeyError) and e.args else e
+        )
         logger.debug("traceback", exc_info=True)
         return EXIT_USER_ERROR
     if rank == 0 and summary["results"]:
-        print(format_results(summary["results"], ranks=[r for r in cfg.test.ranks if r <= 10][:3] or [1]))
+        print(
+            format_results(
+                summary["results"], ranks=[r for r in cfg.test.ranks if r <= 10][:3] or [1]
+            )
+        )
     return 0

@@ -66,7 +66,12 @@ class EvaluationMixin:
         dataset = copy.copy(self.train_loader.dataset)
         dataset.transform = self.datamanager.transform_te
         dataset.k_tfm = 1
-        loader = DataLoader(dataset, batch_size=self.test_batch_size, shuffle=False, num_workers=self.train_loader.num_workers)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.test_batch_size,
+            shuffle=False,
+            num_workers=self.train_loader.num_workers,
+        )
         feats, pids, _ = self.extract_features_from_loader(loader, desc="train embeddings")
         return feats.to(self.device), torch.as_tensor(pids, dtype=torch.long, device=self.device)
 
@@ -77,7 +82,9 @@ class EvaluationMixin:
         return loader.batch_size if loader is not None else 100
 
     def _features(self, loader: DataLoader, desc: str) -> tuple:
-        feats, pids, camids, paths = self.extract_features_from_loader(loader, desc, with_paths=True)
+        feats, pids, camids, paths = self.extract_features_from_loader(
+            loader, desc, with_paths=True
+        )
         bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
         if bad:
             examples = [paths[i] for i in bad[:3]] if paths else bad[:3]
@@ -100,13 +107,18 @@ class EvaluationMixin:
 
         hook = self.find_hook(ClusterHook)
         if hook is None or not hook.has_clusters:
-            logger.warning("test.knc is on but the loss keeps no clusters (only clmle does); no kNC accuracy")
+            logger.warning(
+                "test.knc is on but the loss keeps no clusters (only clmle does); no kNC accuracy"
+            )
             return None
         feats, pids = self.extract_train_embeddings()
         acc = knc_accuracy(feats.cpu(), pids.cpu(), hook.centroids, hook.centroid_labels, k=k)
         logger.info(
             "kNC accuracy on the %d training images (%d clusters, k=%d): %.1f%%",
-            len(pids), len(hook.centroid_labels), k, 100 * acc,
+            len(pids),
+            len(hook.centroid_labels),
+            k,
+            100 * acc,
         )
         return {"knc_accuracy": acc, "knc_k": int(k), "knc_images": len(pids)}
 
@@ -137,13 +149,28 @@ class EvaluationMixin:
             raise ValueError("cuhk03.use_metric_cuhk03 is not supported by reid_ir's evaluator")
         results: dict = {}
         if self.is_main_process:
-            kwargs = dict(dist_metric=dist_metric, normalize_feature=normalize_feature, ranks=ranks, rerank=rerank)
-            results = self._evaluate_targets(Path(save_dir or self.save_dir), visrank, visrank_topk, knc, knc_k, kwargs, evaluate_kwargs)
+            kwargs = dict(
+                dist_metric=dist_metric,
+                normalize_feature=normalize_feature,
+                ranks=ranks,
+                rerank=rerank,
+            )
+            results = self._evaluate_targets(
+                Path(save_dir or self.save_dir),
+                visrank,
+                visrank_topk,
+                knc,
+                knc_k,
+                kwargs,
+                evaluate_kwargs,
+            )
         results = dist_utils.broadcast_object(results)
         self.last_metrics = results
         return results
 
-    def _evaluate_targets(self, save_dir, visrank, visrank_topk, knc, knc_k, kw, evaluate_kwargs) -> dict:
+    def _evaluate_targets(
+        self, save_dir, visrank, visrank_topk, knc, knc_k, kw, evaluate_kwargs
+    ) -> dict:
         extra = self.knc_accuracy(knc_k) if knc else None
         ranks = tuple(kw["ranks"])
         results = {}
@@ -152,14 +179,25 @@ class EvaluationMixin:
             qf, q_pids, q_camids = self._features(loaders["query"], f"{name} query")
             gf, g_pids, g_camids = self._features(loaders["gallery"], f"{name} gallery")
             metrics = evaluate(
-                qf, gf, q_pids, g_pids, q_camids, g_camids,
-                metric=kw["dist_metric"], ranks=ranks, normalize=kw["normalize_feature"], rerank=kw["rerank"],
+                qf,
+                gf,
+                q_pids,
+                g_pids,
+                q_camids,
+                g_camids,
+                metric=kw["dist_metric"],
+                ranks=ranks,
+                normalize=kw["normalize_feature"],
+                rerank=kw["rerank"],
                 **evaluate_kwargs,
             )
             metrics.update({"dataset": name, "epoch": epoch, **(extra or {})})
             results[name] = metrics
             logger.info(
-                "%s epoch %d: mAP %.1f%%  %s", name, epoch, 100 * metrics["mAP"],
+                "%s epoch %d: mAP %.1f%%  %s",
+                name,
+                epoch,
+                100 * metrics["mAP"],
                 "  ".join(f"rank-{r} {100 * metrics[f'rank{r}']:.1f}%" for r in ranks),
             )
             stem = f"{name}_epoch_{epoch:03d}"
@@ -170,7 +208,9 @@ class EvaluationMixin:
                 if extra:
                     self.writer.add_scalar("Test/knc_accuracy", extra["knc_accuracy"], epoch)
             if visrank:
-                self._write_visrank(name, qf, gf, save_dir, visrank_topk, kw["dist_metric"], kw["normalize_feature"])
+                self._write_visrank(
+                    name, qf, gf, save_dir, visrank_topk, kw["dist_metric"], kw["normalize_feature"]
+                )
         return results
 
     def _write_visrank(self, name, qf, gf, save_dir, topk, metric, normalize) -> None:
@@ -178,6 +218,13 @@ class EvaluationMixin:
 
         dataset = self.datamanager.fetch_test_loaders(name)
         write_ranked_results(
-            qf, gf, dataset[0], dataset[1], Path(save_dir) / f"visrank_{name}",
-            topk=topk, num_queries=getattr(self, "visrank_num", 20), metric=metric, normalize=normalize,
+            qf,
+            gf,
+            dataset[0],
+            dataset[1],
+            Path(save_dir) / f"visrank_{name}",
+            topk=topk,
+            num_queries=getattr(self, "visrank_num", 20),
+            metric=metric,
+            normalize=normalize,
         )

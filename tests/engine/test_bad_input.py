@@ -40,7 +40,9 @@ def cli(caplog, *args: str, resume: bool = False) -> tuple[int, list[str]]:
     """``tools/train_net.py ARGS`` in-process -> (exit code, error lines logged)."""
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        code = train_net.main(train_net.parse_args([*(["--resume"] if resume else []), *TINY, *args]))
+        code = train_net.main(
+            train_net.parse_args([*(["--resume"] if resume else []), *TINY, *args])
+        )
     return code, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -63,7 +65,14 @@ def _market_dir(root: Path) -> Path:
 
 
 def test_missing_dataset_root_says_where_it_looked_and_the_layout(caplog, tmp_path):
-    code, errors = cli(caplog, *MARKET, "data.root", str(tmp_path / "nowhere"), "data.save_dir", str(tmp_path / "out"))
+    code, errors = cli(
+        caplog,
+        *MARKET,
+        "data.root",
+        str(tmp_path / "nowhere"),
+        "data.save_dir",
+        str(tmp_path / "out"),
+    )
     assert code == 2
     one_error(errors, "dataset 'market1501' not found", f"data.root = {tmp_path / 'nowhere'}",
               "bounding_box_train", "{bounding_box_train,query,bounding_box_test}/*.jpg")  # fmt: skip
@@ -73,18 +82,28 @@ def test_missing_dataset_root_says_where_it_looked_and_the_layout(caplog, tmp_pa
 def test_an_image_name_that_does_not_parse_is_named(caplog, market_root, tmp_path):
     bad = _market_dir(market_root) / "bounding_box_train" / "person_07.jpg"
     shutil.copy(next((bad.parent).glob("*.jpg")), bad)
-    code, errors = cli(caplog, *MARKET, "data.root", str(market_root), "data.save_dir", str(tmp_path / "out"))
+    code, errors = cli(
+        caplog, *MARKET, "data.root", str(market_root), "data.save_dir", str(tmp_path / "out")
+    )
     assert code == 2
     one_error(errors, str(bad), "does not follow the market pattern", "0002_c1s1_000451_03.jpg")
 
 
 @pytest.mark.parametrize("split, folder", [("query", "query"), ("gallery", "bounding_box_test")])
-def test_an_empty_query_or_gallery_is_an_error_naming_the_folder(caplog, market_root, tmp_path, split, folder):
+def test_an_empty_query_or_gallery_is_an_error_naming_the_folder(
+    caplog, market_root, tmp_path, split, folder
+):
     for p in (_market_dir(market_root) / folder).glob("*.jpg"):
         p.unlink()
-    code, errors = cli(caplog, *MARKET, "data.root", str(market_root), "data.save_dir", str(tmp_path / "out"))
+    code, errors = cli(
+        caplog, *MARKET, "data.root", str(market_root), "data.save_dir", str(tmp_path / "out")
+    )
     assert code == 2
-    one_error(errors, f"the {split} set of target dataset 'market1501' is empty", str(_market_dir(market_root) / folder))
+    one_error(
+        errors,
+        f"the {split} set of target dataset 'market1501' is empty",
+        str(_market_dir(market_root) / folder),
+    )
 
 
 def test_a_split_manifest_of_another_dataset_is_refused(caplog, tmp_path):
@@ -98,7 +117,11 @@ def test_a_split_manifest_of_another_dataset_is_refused(caplog, tmp_path):
                        "data.root", str(root), "data.imbalance.manifest", str(manifest),
                        "data.save_dir", str(tmp_path / "out"))  # fmt: skip
     assert code == 2
-    one_error(errors, f"data.imbalance.manifest {manifest} is a split of 'dukemtmcreid'", "needs a split of 'market1501'")
+    one_error(
+        errors,
+        f"data.imbalance.manifest {manifest} is a split of 'dukemtmcreid'",
+        "needs a split of 'market1501'",
+    )
 
 
 def test_bad_split_parameters_name_the_key_and_the_range(caplog, tmp_path):
@@ -120,7 +143,9 @@ def test_an_unknown_loss_name_lists_the_known_ones(caplog, tmp_path):
     code, errors = cli(caplog, *SYNTHETIC, "loss.name", "ir_am_softmaxx", "data.root", str(tmp_path / "data"),
                        "data.save_dir", str(tmp_path / "out"))  # fmt: skip
     assert code == 2
-    one_error(errors, "loss.name", "'ir_am_softmaxx'", "Known loss names", "'clmle'", "'ir_am_softmax'")
+    one_error(
+        errors, "loss.name", "'ir_am_softmaxx'", "Known loss names", "'clmle'", "'ir_am_softmax'"
+    )
     assert not (tmp_path / "data").exists(), "fails before any data is read or generated"
 
 
@@ -128,11 +153,26 @@ def test_an_output_folder_with_a_previous_run_is_never_overwritten(caplog, tmp_p
     out = tmp_path / "out"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "epoch_001.pth").write_bytes(b"previous run")
-    code, errors = cli(caplog, *SYNTHETIC, "data.root", str(tmp_path / "data"), "data.save_dir", str(out))
+    code, errors = cli(
+        caplog, *SYNTHETIC, "data.root", str(tmp_path / "data"), "data.save_dir", str(out)
+    )
     assert code == 2
-    one_error(errors, f"output folder {out} already holds a run (checkpoints)", "--resume", "data.save_dir")
+    one_error(
+        errors,
+        f"output folder {out} already holds a run (checkpoints)",
+        "--resume",
+        "data.save_dir",
+    )
     assert (out / "checkpoints" / "epoch_001.pth").read_bytes() == b"previous run"
-    code, errors = cli(caplog, *SYNTHETIC, "data.root", str(tmp_path / "data"), "data.save_dir", str(out), resume=True)
+    code, errors = cli(
+        caplog,
+        *SYNTHETIC,
+        "data.root",
+        str(tmp_path / "data"),
+        "data.save_dir",
+        str(out),
+        resume=True,
+    )
     assert code == 2
     one_error(errors, "cannot read checkpoint", "truncated or not a torch file")
 
@@ -141,7 +181,10 @@ def test_an_output_folder_with_a_previous_run_is_never_overwritten(caplog, tmp_p
 def corrupt_root(tmp_path_factory):
     """synthetic_market with one truncated training JPEG and one query image that is not a JPEG at all."""
     root = tmp_path_factory.mktemp("corrupt")
-    data_dir = generate_synthetic_dataset(root / "synthetic_market", layout="market", **SYN) / "Market-1501-v15.09.15"
+    data_dir = (
+        generate_synthetic_dataset(root / "synthetic_market", layout="market", **SYN)
+        / "Market-1501-v15.09.15"
+    )
     train_img = sorted((data_dir / "bounding_box_train").glob("*.jpg"))[5]
     train_img.write_bytes(train_img.read_bytes()[: train_img.stat().st_size * 2 // 5])
     query_img = sorted((data_dir / "query").glob("*.jpg"))[0]
@@ -151,7 +194,9 @@ def corrupt_root(tmp_path_factory):
 
 def test_a_corrupt_jpeg_stops_the_run_naming_the_file(caplog, corrupt_root, tmp_path):
     root, train_img, _ = corrupt_root
-    code, errors = cli(caplog, *SYNTHETIC, "data.root", str(root), "data.save_dir", str(tmp_path / "out"))
+    code, errors = cli(
+        caplog, *SYNTHETIC, "data.root", str(root), "data.save_dir", str(tmp_path / "out")
+    )
     assert code == 2
     one_error(errors, f"cannot decode image {train_img}", "data.skip_corrupt")
 
@@ -159,7 +204,16 @@ def test_a_corrupt_jpeg_stops_the_run_naming_the_file(caplog, corrupt_root, tmp_
 def test_skip_corrupt_checks_once_skips_and_counts(caplog, corrupt_root, tmp_path):
     root, train_img, query_img = corrupt_root
     out = tmp_path / "out"
-    code, errors = cli(caplog, *SYNTHETIC, "data.root", str(root), "data.save_dir", str(out), "data.skip_corrupt", "True")
+    code, errors = cli(
+        caplog,
+        *SYNTHETIC,
+        "data.root",
+        str(root),
+        "data.save_dir",
+        str(out),
+        "data.skip_corrupt",
+        "True",
+    )
     assert code == 0 and errors == []
     summary = json.loads((out / "final_metrics.json").read_text())
     assert summary["skipped_images"] == {"train": 1, "synthetic_market/query": 1}
@@ -182,20 +236,28 @@ class _PoisonWeights(HookBase):
                 next(t.model.parameters()).fill_(float("nan"))
 
 
-def test_a_nan_loss_stops_naming_epoch_and_iteration_and_keeps_the_last_checkpoint(caplog, tmp_path, monkeypatch):
+def test_a_nan_loss_stops_naming_epoch_and_iteration_and_keeps_the_last_checkpoint(
+    caplog, tmp_path, monkeypatch
+):
     from reid_ir.engine import builder
     from reid_ir.engine.checkpoint import load_checkpoint
 
     build_hooks = builder.build_default_hooks
-    monkeypatch.setattr(builder, "build_default_hooks", lambda cfg: [*build_hooks(cfg), _PoisonWeights(2, 2)])
+    monkeypatch.setattr(
+        builder, "build_default_hooks", lambda cfg: [*build_hooks(cfg), _PoisonWeights(2, 2)]
+    )
     out = tmp_path / "out"
     code, errors = cli(caplog, *SYNTHETIC, "data.root", str(tmp_path / "data"), "data.save_dir", str(out),
                        "train.max_epoch", "3")  # fmt: skip
     assert code == 3
-    one_error(errors, "NonFiniteLossError", "loss is nan at epoch 2, iteration 2", "last good checkpoint")
+    one_error(
+        errors, "NonFiniteLossError", "loss is nan at epoch 2, iteration 2", "last good checkpoint"
+    )
     assert (out / "checkpoints" / "last_checkpoint").read_text().strip() == "epoch_001.pth"
     state = load_checkpoint(out)
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )
 
 
 def test_nan_features_are_refused_by_the_evaluator_and_named_by_the_engine(tmp_path):
@@ -209,9 +271,17 @@ def test_nan_features_are_refused_by_the_evaluator_and_named_by_the_engine(tmp_p
     with pytest.raises(ValueError, match="qf .*NaN"):
         evaluate(qf, gf, [1, 2, 3], [1, 2, 3, 4, 5], [0, 0, 0], [1, 1, 1, 1, 1])
 
-    engine = build_engine(load_cfg(None, [*TINY, *SYNTHETIC, "data.root", str(tmp_path), "data.save_dir", str(tmp_path / "o")]))
+    engine = build_engine(
+        load_cfg(
+            None,
+            [*TINY, *SYNTHETIC, "data.root", str(tmp_path), "data.save_dir", str(tmp_path / "o")],
+        )
+    )
     with torch.no_grad():
         for p in engine.model.parameters():
             p.fill_(float("nan"))
-    with pytest.raises(NonFiniteFeaturesError, match=r"synthetic_market query: .*NaN/inf embeddings for \d+ of \d+ images \(e\.g\. \['/"):
+    with pytest.raises(
+        NonFiniteFeaturesError,
+        match=r"synthetic_market query: .*NaN/inf embeddings for \d+ of \d+ images \(e\.g\. \['/",
+    ):
         engine.test(save_dir=str(tmp_path / "o"))

@@ -74,7 +74,10 @@ def test_identity_batches_are_split_across_ranks(torchrun):
         for targets in (a["targets"], b["targets"]):
             assert len(targets) == 4 and all(n == 2 for n in Counter(targets).values())
     for epoch in (0, 1):
-        seen = [sorted(t for s in r["steps"] if s["epoch"] == epoch for t in s["targets"]) for r in (r0, r1)]
+        seen = [
+            sorted(t for s in r["steps"] if s["epoch"] == epoch for t in s["targets"])
+            for r in (r0, r1)
+        ]
         assert seen[0] != seen[1], "the ranks saw the same batches"
 
 
@@ -85,7 +88,9 @@ def test_clusters_are_identical_on_both_ranks_and_knc_is_reported(torchrun):
     for a, b in zip(r0["steps"], r1["steps"], strict=True):
         assert a["clusters"] is not None and a["clusters"] == b["clusters"]
         assert a["model"] == b["model"] and a["criterion"] == b["criterion"]
-    metrics = json.loads((tmp / "clmle" / "final_metrics.json").read_text())["results"]["synthetic_market"]
+    metrics = json.loads((tmp / "clmle" / "final_metrics.json").read_text())["results"][
+        "synthetic_market"
+    ]
     assert 0.0 <= metrics["knc_accuracy"] <= 1.0 and metrics["knc_k"] == 5
 
 
@@ -94,13 +99,19 @@ def test_only_rank0_writes_checkpoints_and_metrics_in_the_usual_format(torchrun)
     for run in (0, 1):
         r0, r1 = records(run)
         assert r1["writes"] == []
-        assert any(w.endswith(".pth") for w in r0["writes"]) and any(w.endswith("metrics") for w in r0["writes"])
+        assert any(w.endswith(".pth") for w in r0["writes"]) and any(
+            w.endswith("metrics") for w in r0["writes"]
+        )
     out = tmp / "ir"
     assert (out / "checkpoints" / "last_checkpoint").read_text().strip() == "epoch_002.pth"
-    assert sorted(p.name for p in (out / "metrics").glob("*.json")) == ["synthetic_market_epoch_002.json"]
+    assert sorted(p.name for p in (out / "metrics").glob("*.json")) == [
+        "synthetic_market_epoch_002.json"
+    ]
     summary = json.loads((out / "final_metrics.json").read_text())
     assert summary["world_size"] == 2
     m = summary["results"]["synthetic_market"]
     assert {"rank1", "rank5", "mAP", "mINP", "cmc"} <= set(m)
-    assert proc.stdout.count("| dataset | rank-1 | rank-5 | rank-10 | mAP | mINP |") == 2  # one table per run
+    assert (
+        proc.stdout.count("| dataset | rank-1 | rank-5 | rank-10 | mAP | mINP |") == 2
+    )  # one table per run
     assert (out / "log.txt").is_file() and (out / "log.rank1.txt").is_file()

@@ -123,7 +123,20 @@ def _assert_same(a, b, where: str = "") -> None:
 
 def _final_state(out: Path, name: str) -> dict:
     state = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=False)
-    return {k: state[k] for k in ("epoch", "batch", "iter", "model", "criterion", "optimizer", "scheduler", "hooks", "rng")}
+    return {
+        k: state[k]
+        for k in (
+            "epoch",
+            "batch",
+            "iter",
+            "model",
+            "criterion",
+            "optimizer",
+            "scheduler",
+            "hooks",
+            "rng",
+        )
+    }
 
 
 def _metrics(out: Path) -> dict:
@@ -136,7 +149,9 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
-def test_ir_am_softmax_survives_kills_mid_epoch_mid_write_before_pointer_and_in_evaluation(launch, root, tmp_path):
+def test_ir_am_softmax_survives_kills_mid_epoch_mid_write_before_pointer_and_in_evaluation(
+    launch, root, tmp_path
+):
     extra = ["loss.name", "ir_am_softmax", "train.max_epoch", "3", "train.checkpoint_iters", "2"]
     ref = tmp_path / "reference"
     launch("none", _args(root, ref, *extra), tmp_path, resume=False)
@@ -152,14 +167,19 @@ def test_ir_am_softmax_survives_kills_mid_epoch_mid_write_before_pointer_and_in_
     assert list((out / "checkpoints").glob(".epoch_003_iter_000002.pth.tmp.*"))
     # 3. after the rename, before the pointer names the new file: the previous one stays in charge
     launch("pointer:epoch_003.pth", args, tmp_path, resume=True)
-    assert _pointer(out) == "epoch_003_iter_000002.pth" and (out / "checkpoints" / "epoch_003.pth").is_file()
+    assert (
+        _pointer(out) == "epoch_003_iter_000002.pth"
+        and (out / "checkpoints" / "epoch_003.pth").is_file()
+    )
     # 4. while evaluating after the last epoch
     launch("eval:3", args, tmp_path, resume=True)
     assert _pointer(out) == "epoch_003.pth" and not (out / "final_metrics.json").exists()
     launch("none", args, tmp_path, resume=True)
 
     assert not list((out / "checkpoints").glob(".*.tmp.*")), "stale temp files are cleaned up"
-    _assert_same(_final_state(ref, "epoch_003.pth"), _final_state(out, "epoch_003.pth"), "checkpoint")
+    _assert_same(
+        _final_state(ref, "epoch_003.pth"), _final_state(out, "epoch_003.pth"), "checkpoint"
+    )
     assert _metrics(ref) == _metrics(out)
     log = [json.loads(line)["epoch"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3]
@@ -187,7 +207,9 @@ def test_truncated_or_foreign_checkpoint_is_refused_and_nothing_is_loaded(root, 
     from reid_ir.config import load_cfg
     from reid_ir.engine.builder import build_engine
 
-    cfg = load_cfg(None, _args(root, tmp_path / "run", "loss.name", "am_softmax", "train.max_epoch", "1"))
+    cfg = load_cfg(
+        None, _args(root, tmp_path / "run", "loss.name", "am_softmax", "train.max_epoch", "1")
+    )
     engine = build_engine(cfg)
     engine.run(save_dir=str(tmp_path / "run"), max_epoch=1)
     good = tmp_path / "run" / "checkpoints" / "epoch_001.pth"
@@ -201,9 +223,14 @@ def test_truncated_or_foreign_checkpoint_is_refused_and_nothing_is_loaded(root, 
     before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"truncated\.pth.*truncated or not a torch file"):
         fresh.resume(str(truncated))
-    with pytest.raises(CheckpointError, match=r"torchreid\.pth\.tar is not a reid_ir checkpoint.*model.load_weights"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"torchreid\.pth\.tar is not a reid_ir checkpoint.*model.load_weights",
+    ):
         fresh.resume(str(foreign))
-    other = build_engine(load_cfg(None, _args(root, tmp_path / "x", "loss.name", "arcface", "train.max_epoch", "1")))
+    other = build_engine(
+        load_cfg(None, _args(root, tmp_path / "x", "loss.name", "arcface", "train.max_epoch", "1"))
+    )
     with pytest.raises(CheckpointError, match=r"loss 'am_softmax' there, 'arcface' here"):
         other.resume(str(good))
     # loading fails half-way (model and loss already loaded): everything is put back

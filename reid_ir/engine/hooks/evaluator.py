@@ -16,7 +16,9 @@ class EvaluationHook(HookBase):
 
     priority = PRIORITY_EVALUATION
 
-    def __init__(self, eval_freq: int = -1, start_eval: int = 0, test_kwargs: dict | None = None) -> None:
+    def __init__(
+        self, eval_freq: int = -1, start_eval: int = 0, test_kwargs: dict | None = None
+    ) -> None:
         self.eval_freq, self.start_eval = eval_freq, start_eval
         self.test_kwargs = dict(test_kwargs or {})
 

@@ -48,12 +48,20 @@ class TrainLoggerHook(HookBase):
         if not (t.resumed_from and t.is_main_process and self.log_path.is_file()):
             return
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= t.start_epoch]
+        kept = [
+            line
+            for line in lines
+            if line.strip() and json.loads(line).get("epoch", 0) <= t.start_epoch
+        ]
         logged = max((json.loads(line).get("epoch", 0) for line in kept), default=0)
         if logged < t.start_epoch and not t.start_batch and self._count:
             # killed after the epoch's checkpoint but before its log line (e.g. while evaluating)
             means = {k: v / self._count for k, v in self._sums.items()}
-            kept.append(json.dumps({"epoch": t.start_epoch, "lr": t.optimizer.param_groups[-1]["lr"], **means}))
+            kept.append(
+                json.dumps(
+                    {"epoch": t.start_epoch, "lr": t.optimizer.param_groups[-1]["lr"], **means}
+                )
+            )
         if kept != lines:
             self.log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
@@ -64,7 +72,9 @@ class TrainLoggerHook(HookBase):
         self._restored = False
         self._tic = time.time()
         if self.progress_bar and t.is_main_process:
-            self._bar = tqdm(total=len(t.train_loader), desc=f"epoch {t.epoch + 1}/{t.max_epoch}", leave=False)
+            self._bar = tqdm(
+                total=len(t.train_loader), desc=f"epoch {t.epoch + 1}/{t.max_epoch}", leave=False
+            )
 
     def after_step(self) -> None:
         t = self.trainer
@@ -81,7 +91,9 @@ class TrainLoggerHook(HookBase):
                 t.writer.add_scalar(f"Train/{k}", v, t.iter)
             t.writer.add_scalar("Train/lr", t.optimizer.param_groups[-1]["lr"], t.iter)
         if (t.batch_idx + 1) % self.print_freq == 0:
-            logger.debug("epoch %d iter %d/%d %s", t.epoch + 1, t.batch_idx + 1, t.num_batches, summary)
+            logger.debug(
+                "epoch %d iter %d/%d %s", t.epoch + 1, t.batch_idx + 1, t.num_batches, summary
+            )
 
     def after_epoch(self) -> None:
         t = self.trainer
@@ -89,8 +101,18 @@ class TrainLoggerHook(HookBase):
             self._bar.close()
             self._bar = None
         means = {k: v / max(1, self._count) for k, v in self._sums.items()}
-        record = {"epoch": t.epoch + 1, "seconds": round(time.time() - self._tic, 2), "lr": t.optimizer.param_groups[-1]["lr"], **means}
-        logger.info("epoch %d/%d  %s", t.epoch + 1, t.max_epoch, "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+        record = {
+            "epoch": t.epoch + 1,
+            "seconds": round(time.time() - self._tic, 2),
+            "lr": t.optimizer.param_groups[-1]["lr"],
+            **means,
+        }
+        logger.info(
+            "epoch %d/%d  %s",
+            t.epoch + 1,
+            t.max_epoch,
+            "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"),
+        )
         if t.is_main_process:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -98,7 +120,11 @@ class TrainLoggerHook(HookBase):
     def state_dict(self) -> dict:
         sums, count = dict(self._sums), self._count
         t = getattr(self, "_trainer", None)
-        if t is not None and getattr(t, "iter", -1) != self._counted_iter and getattr(t, "step_summary", None):
+        if (
+            t is not None
+            and getattr(t, "iter", -1) != self._counted_iter
+            and getattr(t, "step_summary", None)
+        ):
             # a mid-epoch checkpoint runs before this hook's after_step: count the step it holds
             count += 1
             for k, v in t.step_summary.items():
