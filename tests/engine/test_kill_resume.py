@@ -74,9 +74,10 @@ class Launcher:
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         pid = self._reply()["pid"]
-        killed = False
+        # a safety net against a hung run (killed after 15 minutes), not a speed check
+        killed, give_up = False, time.monotonic() + 900
         while not select.select([self.proc.stdout], [], [], 0.05)[0]:
-            if marker.exists() and not killed:
+            if (marker.exists() or time.monotonic() > give_up) and not killed:
                 os.kill(pid, signal.SIGKILL)
                 killed = True
         status = self._reply()["status"]
