@@ -15,17 +15,8 @@ from reid_ir.evaluation.knc import knc_accuracy
 
 pytestmark = pytest.mark.slow
 
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "tiny.yaml"
 TINY_CLMLE = [
-    "model.name", "osnet_x0_25", "model.pretrained", "False",
-    "data.sources", "['synthetic_market']", "data.targets", "['synthetic_market']",
-    "data.height", "64", "data.width", "32", "data.workers", "0",
-    "data.synthetic.num_train_ids", "6", "data.synthetic.num_test_ids", "4",
-    "data.synthetic.images_per_camera", "2", "data.synthetic.num_cameras", "2",
-    "data.synthetic.num_distractors", "2", "data.synthetic.num_junk", "2",
-    "data.synthetic.image_size", "[64, 32]",
-    "train.batch_size", "8", "train.lr", "0.001", "train.deterministic", "True",
-    "train.lr_scheduler", "single_step", "train.stepsize", "[1]",
-    "test.batch_size", "16", "diagnostics.weight_center_angle", "False",
     "loss.name", "clmle",
     # 4 images per identity -> 2 clusters each; re-cluster after every second epoch
     "loss.clmle.clusters_per_class", "2", "loss.clmle.min_cluster_size", "2",
@@ -37,7 +28,7 @@ TINY_CLMLE = [
 
 def _cfg(root: Path, save_dir: Path, epochs: int):
     return load_cfg(
-        None,
+        TINY_CONFIG,
         [
             *TINY_CLMLE,
             "data.root",

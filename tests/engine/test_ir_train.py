@@ -33,16 +33,7 @@ HEADS = {
     "ir_am_softmax": "IRAMSoftmaxLoss",
     "ir_arcface": "IRArcFaceLoss",
 }
-TINY = [
-    "model.name", "osnet_x0_25", "model.pretrained", "False",
-    "data.height", "64", "data.width", "32", "data.workers", "0",
-    "data.synthetic.num_train_ids", "6", "data.synthetic.num_test_ids", "4",
-    "data.synthetic.images_per_camera", "2", "data.synthetic.num_cameras", "2",
-    "data.synthetic.num_distractors", "2", "data.synthetic.num_junk", "2",
-    "data.synthetic.image_size", "[64, 32]",
-    "train.batch_size", "8", "train.lr", "0.001", "train.deterministic", "True",
-    "train.lr_scheduler", "single_step", "train.stepsize", "[1]", "test.batch_size", "16",
-]  # fmt: skip
+TINY_CONFIG = REPO / "tests" / "tiny.yaml"
 
 
 def _train(cfg, resume: str | None = None):
@@ -71,9 +62,8 @@ def test_each_loss_has_its_own_market_and_duke_yaml(name):
 
 
 def _tiny(root, out, epochs, *extra):
-    opts = [*TINY, "data.sources", "['synthetic_market']", "data.targets", "['synthetic_market']"]
-    opts += ["data.root", str(root), "data.save_dir", str(out), "train.max_epoch", str(epochs)]
-    return load_cfg(None, [*opts, "loss.name", "ir_am_softmax", *extra])
+    opts = ["data.root", str(root), "data.save_dir", str(out), "train.max_epoch", str(epochs)]
+    return load_cfg(TINY_CONFIG, [*opts, "diagnostics.weight_center_angle", "True", "loss.name", "ir_am_softmax", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +115,12 @@ def long_tail_root(tmp_path_factory):
 
 
 def _long_tail_angles(root, out, loss_name):
-    opts = [*TINY, "data.sources", "['market1501_imb']", "data.targets", "['market1501_imb']"]
+    opts = ["diagnostics.weight_center_angle", "True", "data.sources", "['market1501_imb']", "data.targets", "['market1501_imb']"]
     opts += ["data.imbalance.profile", "long_tail", "data.imbalance.rho", "6"]
     opts += ["data.root", str(root), "data.save_dir", str(out), "train.max_epoch", "3"]
     opts += ["train.batch_size", "16", "train.lr", "0.003", "train.stepsize", "[100]"]
     opts += ["diagnostics.head_quantile", "0.5", "loss.name", loss_name, "test.eval_freq", "100"]
-    engine = _train(load_cfg(None, opts))
+    engine = _train(load_cfg(TINY_CONFIG, opts))
     assert (out / "diagnostics" / "angles_epoch_003.png").is_file()
     return engine.find_hook(WeightCenterAngleHook).last_summary
 

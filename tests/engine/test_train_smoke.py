@@ -9,22 +9,11 @@ from reid_ir.config import load_cfg
 from reid_ir.engine.builder import build_engine, engine_run_kwargs
 from reid_ir.engine.checkpoint import load_checkpoint
 
-TINY = [
-    "model.name", "osnet_x0_25", "model.pretrained", "False",
-    "data.sources", "['synthetic_market']", "data.targets", "['synthetic_market']",
-    "data.height", "64", "data.width", "32", "data.workers", "0",
-    "data.synthetic.num_train_ids", "6", "data.synthetic.num_test_ids", "4",
-    "data.synthetic.images_per_camera", "2", "data.synthetic.num_cameras", "2",
-    "data.synthetic.num_distractors", "2", "data.synthetic.num_junk", "2",
-    "data.synthetic.image_size", "[64, 32]",
-    "train.batch_size", "8", "train.lr", "0.001", "train.deterministic", "True",
-    "train.lr_scheduler", "single_step", "train.stepsize", "[1]",
-    "test.batch_size", "16", "diagnostics.weight_center_angle", "False",
-]
+TINY = Path(__file__).resolve().parents[1] / "tiny.yaml"
 
 
 def tiny_cfg(root: Path, save_dir: Path, epochs: int, *extra: str):
-    return load_cfg(None, [*TINY, "data.root", str(root), "data.save_dir", str(save_dir), "train.max_epoch", str(epochs), *extra])
+    return load_cfg(TINY, ["data.root", str(root), "data.save_dir", str(save_dir), "train.max_epoch", str(epochs), *extra])
 
 
 def train(cfg, resume: str | None = None):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 
 import pytest
@@ -13,24 +15,15 @@ from reid_ir.losses.unpg import UNPGLoss
 
 pytestmark = pytest.mark.slow
 
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "tiny.yaml"
 TINY_UNPG = [
-    "model.name", "osnet_x0_25", "model.pretrained", "False",
-    "data.sources", "['synthetic_market']", "data.targets", "['synthetic_market']",
-    "data.height", "64", "data.width", "32", "data.workers", "0",
-    "data.synthetic.num_train_ids", "6", "data.synthetic.num_test_ids", "4",
-    "data.synthetic.images_per_camera", "2", "data.synthetic.num_cameras", "2",
-    "data.synthetic.num_distractors", "2", "data.synthetic.num_junk", "2",
-    "data.synthetic.image_size", "[64, 32]",
-    "train.batch_size", "8", "train.lr", "0.001", "train.deterministic", "True",
-    "train.lr_scheduler", "single_step", "train.stepsize", "[1]",
-    "test.batch_size", "16", "diagnostics.weight_center_angle", "False",
     "loss.name", "unpg_ir_am_softmax", "loss.unpg.whisker", "1.5",
 ]  # fmt: skip
 
 
 def test_unpg_ir_am_softmax_trains_with_tracked_centers(tmp_path):
     cfg = load_cfg(
-        None,
+        TINY_CONFIG,
         [*TINY_UNPG, "data.root", str(tmp_path / "data"), "data.save_dir", str(tmp_path / "run"),
          "train.max_epoch", "2"],
     )  # fmt: skip
