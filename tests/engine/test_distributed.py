@@ -15,17 +15,11 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 
+# tests/tiny.yaml with identity batches of 2 x 2 images and one thread per rank
 TINY = [
-    "model.name", "osnet_x0_25", "model.pretrained", "False", "use_gpu", "False",
-    "data.sources", "['synthetic_market']", "data.targets", "['synthetic_market']",
-    "data.height", "64", "data.width", "32", "data.workers", "0",
-    "data.synthetic.num_train_ids", "6", "data.synthetic.num_test_ids", "4",
-    "data.synthetic.images_per_camera", "2", "data.synthetic.num_cameras", "2",
-    "data.synthetic.num_distractors", "2", "data.synthetic.num_junk", "2",
-    "data.synthetic.image_size", "[64, 32]",
+    "--config-file", str(Path(__file__).resolve().parents[1] / "tiny.yaml"),
     "sampler.train_sampler", "RandomIdentitySampler", "sampler.num_instances", "2",
-    "train.batch_size", "4", "train.lr", "0.001", "train.deterministic", "True", "train.num_threads", "1",
-    "test.batch_size", "16", "diagnostics.weight_center_angle", "False",
+    "train.batch_size", "4", "train.num_threads", "1",
 ]  # fmt: skip
 # 24 training images in identity groups of 2 -> 6 batches of 4 per epoch -> 3 per rank
 

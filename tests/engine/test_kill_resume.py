@@ -30,23 +30,18 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 LAUNCHER = HERE / "crash_launcher.py"
 
-TINY = [
-    "model.name", "osnet_x0_25", "model.pretrained", "False", "use_gpu", "False",
-    "data.sources", "['synthetic_market']", "data.targets", "['synthetic_market']",
-    "data.height", "64", "data.width", "32", "data.workers", "0",
-    "data.synthetic.num_train_ids", "6", "data.synthetic.num_test_ids", "4",
-    "data.synthetic.images_per_camera", "2", "data.synthetic.num_cameras", "2",
-    "data.synthetic.num_distractors", "2", "data.synthetic.num_junk", "2",
-    "data.synthetic.image_size", "[64, 32]",
-    "train.batch_size", "8", "train.lr", "0.001", "train.deterministic", "True", "train.num_threads", "1",
-    "train.lr_scheduler", "single_step", "train.stepsize", "[1]", "train.keep_checkpoints", "0",
-    "test.batch_size", "16", "diagnostics.weight_center_angle", "False",
-]  # fmt: skip
-# 24 training images / batch 8 = 3 iterations per epoch
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "tiny.yaml"
+# tests/tiny.yaml plus what these runs need: one thread, every checkpoint kept
+TINY = ["train.num_threads", "1", "train.keep_checkpoints", "0"]
+
+
+def _opts(root: Path, out: Path, *extra: str) -> list[str]:
+    return [*TINY, "data.root", str(root), "data.save_dir", str(out), *extra]
 
 
 def _args(root: Path, out: Path, *extra: str) -> list[str]:
-    return [*TINY, "data.root", str(root), "data.save_dir", str(out), *extra]
+    """train_net's command line for a tiny run."""
+    return ["--config-file", str(TINY_CONFIG), *_opts(root, out, *extra)]
 
 
 class Launcher:
@@ -209,7 +204,7 @@ def test_truncated_or_foreign_checkpoint_is_refused_and_nothing_is_loaded(root, 
     from reid_ir.engine.builder import build_engine
 
     cfg = load_cfg(
-        None, _args(root, tmp_path / "run", "loss.name", "am_softmax", "train.max_epoch", "1")
+        TINY_CONFIG, _opts(root, tmp_path / "run", "loss.name", "am_softmax", "train.max_epoch", "1")
     )
     engine = build_engine(cfg)
     engine.run(save_dir=str(tmp_path / "run"), max_epoch=1)
@@ -230,7 +225,7 @@ def test_truncated_or_foreign_checkpoint_is_refused_and_nothing_is_loaded(root, 
     ):
         fresh.resume(str(foreign))
     other = build_engine(
-        load_cfg(None, _args(root, tmp_path / "x", "loss.name", "arcface", "train.max_epoch", "1"))
+        load_cfg(TINY_CONFIG, _opts(root, tmp_path / "x", "loss.name", "arcface", "train.max_epoch", "1"))
     )
     with pytest.raises(CheckpointError, match=r"loss 'am_softmax' there, 'arcface' here"):
         other.resume(str(good))
