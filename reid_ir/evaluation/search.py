@@ -146,10 +146,12 @@ def as_feature_matrix(x: Any, name: str) -> torch.Tensor:
     return t
 
 
-def squared_norms(x: torch.Tensor, block: int = 2048) -> torch.Tensor:
+def squared_norms(x: torch.Tensor, block: int = 16384) -> torch.Tensor:
     """Row-wise ``torch.pow(x, 2).sum(dim=1)`` (torchreid's), in row blocks.
 
-    Same bits as the one-shot expression; blocks keep the temporary in cache.
+    Same bits as the one-shot expression (each row is reduced the same way); the
+    blocks bound the temporary. Few, large ops: when other jobs share the cores,
+    every parallel torch op can wait a scheduler slice for its worker thread.
     """
     return torch.cat([torch.pow(x[i : i + block], 2).sum(dim=1) for i in range(0, len(x), block)])
 
