@@ -311,7 +311,7 @@ _C.diagnostics.weight_center_angle = True
 _C.diagnostics.head_quantile = 0.8
 
 # Test additions.
-# Search backend: auto (faiss if importable), faiss or torch.
+# Search backend: auto (faiss when faiss reports a GPU, torch otherwise), faiss or torch.
 _C.test.backend = "auto"
 # Queries per evaluation chunk (bounds memory).
 _C.test.chunk_size = 1024
