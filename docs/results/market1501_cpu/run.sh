@@ -4,6 +4,7 @@
 # Two lanes, one per split, each one cell at a time with one torch thread, so the two
 # lanes share the two cores; then one collect step writes the table and the plots.
 # Every command is resumable: finished cells are skipped, a killed cell resumes.
+# Run with the project venv active (`make setup && . .venv/bin/activate`).
 set -euo pipefail
 METHODS="softmax ir_am_softmax am_softmax unpg_ir_am_softmax clmle weighted_softmax class_balanced unpg_am_softmax"
 COMMON=(--dataset market1501 --root datasets --preset cpu --methods $METHODS --seeds 1 --jobs 1 --threads 1
