@@ -45,6 +45,13 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     work_dir = Path(args.work_dir or f"output/tables/{args.dataset}_{args.preset}")
     out_dir = Path(args.out or work_dir / "summary")
+    for option in ("methods", "splits"):
+        stray = [v for v in getattr(args, option) if "." in v]
+        if stray:  # e.g. `--splits long_tail_rho50 train.max_epoch 8`: nargs="+" took the override
+            raise SystemExit(
+                f"--{option} got {stray}, which look like config overrides: put overrides after an "
+                f"option that takes one value (e.g. `--splits S --root R train.max_epoch 8`)"
+            )
     seeds: dict[str, list[int]] = {"*": list(args.seeds)}
     for item in args.extra_seeds:
         method, _, values = item.partition("=")

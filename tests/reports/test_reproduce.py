@@ -80,3 +80,14 @@ def test_unknown_method_or_split_lists_known_ones(tmp_path):
         reproduce.plan_cells("market1501", ["nope"], ["long_tail_rho50"], [1], tmp_path)
     with pytest.raises(ValueError, match="unknown split 'rho3'.*long_tail_rho50"):
         reproduce.plan_cells("market1501", ["softmax"], ["rho3"], [1], tmp_path)
+
+
+def test_override_swallowed_by_a_list_option_is_named(tmp_path):
+    cmd = [
+        sys.executable, str(REPO / "tools" / "reproduce_tables.py"), "--root", str(tmp_path),
+        "--work-dir", str(tmp_path / "work"), "--splits", "long_tail_rho50", "train.max_epoch", "8",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode != 0
+    assert "--splits got ['train.max_epoch']" in proc.stderr
+    assert not (tmp_path / "work").exists()  # nothing was started
