@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from reid_ir.evaluation import evaluate
-from reid_ir.evaluation.retrieval import chunk_rows
+from reid_ir.evaluation.ranking import chunk_rows
 
 logger = logging.getLogger("benchmark_eval")
 

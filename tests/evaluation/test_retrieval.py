@@ -15,17 +15,17 @@ with warnings.catch_warnings():  # "Cython evaluation ... unavailable"
     from torchreid.reid.metrics import compute_distance_matrix
     from torchreid.reid.metrics.rank import evaluate_rank as torchreid_evaluate_rank
 
-from reid_ir.evaluation import evaluate, evaluate_rank, retrieval
+from reid_ir.evaluation import evaluate, evaluate_rank, ranking
 
 
-@pytest.fixture(params=[1, 5, retrieval.HEAD_CANDIDATES], ids=["head1", "head5", "head-default"])
+@pytest.fixture(params=[1, 5, ranking.HEAD_CANDIDATES], ids=["head1", "head5", "head-default"])
 def head(request, monkeypatch):
     """How many negatives per query are sorted; the rest of the positives are counted.
 
     Small values push most positives onto the counting path, so both paths meet
     the oracle.
     """
-    monkeypatch.setattr(retrieval, "HEAD_CANDIDATES", request.param)
+    monkeypatch.setattr(ranking, "HEAD_CANDIDATES", request.param)
     return request.param
 
 
@@ -234,7 +234,7 @@ def test_chunk_size_does_not_change_results(chunk_size):
 def test_ranking_rows_in_threads_gives_the_same_result(workers, monkeypatch):
     qf, gf, q_pids, g_pids, q_cams, g_cams = market_like(12)
     ref = evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams, backend="torch")
-    monkeypatch.setattr(retrieval.torch, "get_num_threads", lambda: workers)
+    monkeypatch.setattr(ranking.torch, "get_num_threads", lambda: workers)
     assert evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams, backend="torch") == ref
 
 

@@ -16,7 +16,8 @@ with warnings.catch_warnings():
     from torchreid.reid.metrics import compute_distance_matrix
 
 from reid_ir.evaluation import evaluate, knn, search
-from reid_ir.evaluation.search import DistanceRows, float_order_bits, smallest_k
+from reid_ir.evaluation.search import DistanceRows, smallest_k
+from reid_ir.evaluation.sort_keys import float_order_bits
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
