@@ -8,8 +8,12 @@ Times are this process's CPU time (``time.process_time``; with one thread that
 is the work done, not the time spent waiting for a shared CPU), and each
 reported ratio is the median over rounds of the ratio to ``softmax`` measured
 in the same round ("best-of": ratio of the fastest rounds, the usual
-micro-benchmark estimate of the unloaded cost). A second table times the center
-update alone at each class count.
+micro-benchmark estimate of the unloaded cost). A second table (at
+``--optimizer-step-classes``, default 751) adds the Adam step of the loss's own
+parameters to every iteration, as in training: a learned head pays it for its
+(C, D) class weights, an IR head has no class-weight parameters and pays the
+center update instead. A last table times the center update alone at each class
+count.
 
 Example::
 
@@ -32,6 +36,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -66,7 +71,14 @@ class _Trainer:
     step_outputs: dict = {}
 
 
-def _build(name: str, num_classes: int, dim: int, seed: int):
+class _Built(NamedTuple):
+    loss: torch.nn.Module
+    hooks: list
+    trainer: _Trainer
+    optimizer: torch.optim.Optimizer | None  # Adam over the loss's own parameters, if any
+
+
+def _build(name: str, num_classes: int, dim: int, seed: int) -> _Built:
     torch.manual_seed(seed)
     counts = torch.randint(1, 50, (num_classes,))
     loss = build_loss(name, num_classes=num_classes, feat_dim=dim, class_counts=counts)
@@ -82,17 +94,22 @@ def _build(name: str, num_classes: int, dim: int, seed: int):
     trainer = _Trainer()
     for hook in hooks:
         hook.trainer = trainer
-    return loss, hooks, trainer
+    params = [p for p in loss.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=3e-4) if params else None
+    return _Built(loss, hooks, trainer, optimizer)
 
 
-def _iteration(loss, hooks, trainer, features, targets) -> None:
+def _iteration(built: _Built, features, targets, optimizer_step: bool = False) -> None:
+    """Forward + backward (+ the Adam step of the loss's parameters) + hooks' ``after_step``."""
     x = features.detach().requires_grad_(True)
-    out = loss(x, targets)
+    out = built.loss(x, targets)
     out.loss.backward()
-    trainer.step_outputs = {"features": x.detach(), "targets": targets, "output": out}
-    for hook in hooks:
+    if optimizer_step and built.optimizer is not None:
+        built.optimizer.step()
+    built.trainer.step_outputs = {"features": x.detach(), "targets": targets, "output": out}
+    for hook in built.hooks:
         hook.after_step()
-    for p in loss.parameters():
+    for p in built.loss.parameters():
         p.grad = None
 
 
@@ -105,6 +122,7 @@ def time_losses(
     rounds: int,
     warmup: int,
     seed: int = 0,
+    optimizer_step: bool = False,
 ) -> dict[str, list[float]]:
     """CPU seconds per iteration of each loss, one value per round."""
     g = torch.Generator().manual_seed(seed)
@@ -113,14 +131,14 @@ def time_losses(
     built = {name: _build(name, num_classes, dim, seed) for name in names}
     for name in names:
         for _ in range(warmup):
-            _iteration(*built[name], features, targets)
+            _iteration(built[name], features, targets, optimizer_step)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             tic = time.process_time()
             for _ in range(iters):
-                _iteration(*built[name], features, targets)
+                _iteration(built[name], features, targets, optimizer_step)
             samples[name].append((time.process_time() - tic) / iters)
     return samples
 
@@ -146,6 +164,46 @@ def time_center_update(
     return statistics.median(samples)
 
 
+def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) -> dict:
+    """Time every loss at ``num_classes`` classes; log and return the ratio table."""
+    probe = time_losses(
+        ["softmax"], num_classes, args.batch, args.dim, iters=2, rounds=1, warmup=1
+    )["softmax"][0]
+    iters = max(1, int(args.budget / probe))
+    samples = time_losses(
+        args.losses,
+        num_classes,
+        args.batch,
+        args.dim,
+        iters,
+        args.rounds,
+        warmup=max(1, iters // 4),
+        optimizer_step=optimizer_step,
+    )
+    base = samples["softmax"]
+    what = " + Adam step of the loss's own parameters" if optimizer_step else ""
+    logger.info(
+        "%d classes%s (%d iterations x %d rounds per loss)", num_classes, what, iters, args.rounds
+    )
+    logger.info("  %-18s %10s %10s %10s", "loss", "ms / iter", "x softmax", "best-of")
+    table = {}
+    for name in args.losses:
+        ms = 1e3 * statistics.median(samples[name])
+        ratio = statistics.median(t / b for t, b in zip(samples[name], base, strict=True))
+        best = min(samples[name]) / min(base)
+        table[name] = {"ms": ms, "ratio": ratio, "ratio_of_minima": best}
+        logger.info("  %-18s %10.3f %10.3f %10.3f", name, ms, ratio, best)
+    unpg = {n: n[len("unpg_") :] for n in args.losses if n.startswith("unpg_")}
+    for name, head in unpg.items():
+        if head not in samples:
+            continue
+        ratio = statistics.median(t / b for t, b in zip(samples[name], samples[head], strict=True))
+        table[name]["x_head"] = ratio
+        logger.info("  UNPG overhead %-18s %.3f x %s (target <= 1.10)", name, ratio, head)
+    logger.info("")
+    return table
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, nargs="+", default=[751, 100_000])
@@ -158,6 +216,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--json", type=str, default="", help="also write the results here")
+    parser.add_argument(
+        "--optimizer-step-classes",
+        type=int,
+        nargs="*",
+        default=[751],
+        help="also time, at these class counts, iterations that include the Adam step of "
+        "the loss's own parameters (learned class weights; IR heads have none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -186,42 +252,13 @@ def main(argv: list[str] | None = None) -> dict:
         "losses": {},
     }
     for num_classes in args.classes:
-        probe = time_losses(
-            ["softmax"], num_classes, args.batch, args.dim, iters=2, rounds=1, warmup=1
-        )["softmax"][0]
-        iters = max(1, int(args.budget / probe))
-        samples = time_losses(
-            args.losses,
-            num_classes,
-            args.batch,
-            args.dim,
-            iters,
-            args.rounds,
-            warmup=max(1, iters // 4),
-        )
-        base = samples["softmax"]
-        logger.info(
-            "%d classes (%d iterations x %d rounds per loss)", num_classes, iters, args.rounds
-        )
-        logger.info("  %-18s %10s %10s %10s", "loss", "ms / iter", "x softmax", "best-of")
-        table = {}
-        for name in args.losses:
-            ms = 1e3 * statistics.median(samples[name])
-            ratio = statistics.median(t / b for t, b in zip(samples[name], base, strict=True))
-            best = min(samples[name]) / min(base)
-            table[name] = {"ms": ms, "ratio": ratio, "ratio_of_minima": best}
-            logger.info("  %-18s %10.3f %10.3f %10.3f", name, ms, ratio, best)
-        results["losses"][str(num_classes)] = table
-        unpg = {n: n[len("unpg_") :] for n in args.losses if n.startswith("unpg_")}
-        for name, head in unpg.items():
-            if head not in samples:
-                continue
-            ratio = statistics.median(
-                t / b for t, b in zip(samples[name], samples[head], strict=True)
+        results["losses"][str(num_classes)] = measure(args, num_classes, optimizer_step=False)
+    if args.optimizer_step_classes:
+        results["with_optimizer_step"] = {}
+        for num_classes in args.optimizer_step_classes:
+            results["with_optimizer_step"][str(num_classes)] = measure(
+                args, num_classes, optimizer_step=True
             )
-            table[name]["x_head"] = ratio
-            logger.info("  UNPG overhead %-18s %.3f x %s (target <= 1.10)", name, ratio, head)
-        logger.info("")
 
     updates = {}
     for num_classes in args.classes:
