@@ -23,9 +23,11 @@ Wrappers (e.g. UNPG) reuse a head through :meth:`CosineMarginLoss.unit_cosines`
 (cosines of features the wrapper has normalised already),
 :meth:`CosineMarginLoss.margin_cosines`
 (the (B, C) cosines with the margin applied to the target class only, before
-scaling) and :meth:`CosineMarginLoss.logit_scale` (the scale s, or the (B, 1)
-feature norms for SphereFace without a fixed scale): ``logits =
-logit_scale(x) * margin_cosines(x, y)``. The IR-Softmax variants
+scaling), :meth:`CosineMarginLoss.logit_scale` (the scale s, or the (B, 1)
+feature norms for SphereFace without a fixed scale), their fused product
+:meth:`CosineMarginLoss.margin_logits` (``logit_scale(x) * margin_cosines(x,
+y)``) and :meth:`CosineMarginLoss.after_forward` (per-step state such as
+SphereFace's annealing). The IR-Softmax variants
 (``reid_ir.losses.ir``) are the same heads with the class weights replaced by
 tracked class centers.
 """
@@ -111,8 +113,13 @@ class CosineMarginLoss(ReidLoss):
             return features.norm(dim=1, keepdim=True)
         return self.scale
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
-        """Cross-entropy over ``logit_scale(x) * margin_cosines(x, y)``.
+    def margin_logits(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        unit_features: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss's logits ``logit_scale(x) * margin_cosines(x, y)``, computed fused.
 
         Computed without materialising the unscaled cosines: the scale goes
         into the (B, D) features (``unit_cosines`` is linear), and the margin
@@ -122,15 +129,18 @@ class CosineMarginLoss(ReidLoss):
         Args:
             features: (B, D) embeddings.
             targets: (B,) labels.
+            unit_features: (B, D) ``features / |features|`` if the caller has them.
 
         Returns:
-            The loss, and the scaled cosines (B, C) without margin as ``logits``.
+            (B, C) logits with the margin on each target class, and (B, C) the
+            same scaled cosines without the margin.
         """
         scale = self.logit_scale(features)
         if self.scale is None:  # s_i = |x_i|, so s_i x_i / |x_i| = x_i
             scaled_cos = self.unit_cosines(features)
         else:
-            scaled_cos = self.unit_cosines(F.normalize(features, dim=1) * scale)
+            unit = F.normalize(features, dim=1) if unit_features is None else unit_features
+            scaled_cos = self.unit_cosines(unit * scale)
         index = targets.unsqueeze(1)
         target_scaled = scaled_cos.gather(1, index)
         cos_target = target_scaled / scale
@@ -138,11 +148,28 @@ class CosineMarginLoss(ReidLoss):
         num_classes = scaled_cos.shape[1]
         flat = torch.arange(len(targets), device=targets.device) * num_classes + targets
         logits = scaled_cos.reshape(-1).index_add(0, flat, delta.reshape(-1)).view_as(scaled_cos)
-        self._after_forward()
+        return logits, scaled_cos
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        """Cross-entropy over :meth:`margin_logits`.
+
+        Args:
+            features: (B, D) embeddings.
+            targets: (B,) labels.
+
+        Returns:
+            The loss, and the scaled cosines (B, C) without margin as ``logits``.
+        """
+        logits, scaled_cos = self.margin_logits(features, targets)
+        self.after_forward()
         return LossOutput(F.cross_entropy(logits, targets), scaled_cos)
 
-    def _after_forward(self) -> None:
-        """State update after a training forward (SphereFace's iteration count)."""
+    def after_forward(self) -> None:
+        """State update after a training forward (SphereFace's iteration count).
+
+        Wrappers that compute the head's logits themselves (UNPG) call it once
+        per forward, as :meth:`forward` does.
+        """
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, scale={self.scale}"
@@ -277,7 +304,7 @@ class ASoftmaxLoss(CosineMarginLoss):
         lam = self.current_lambda()
         return (lam * cos_target + psi) / (1.0 + lam)
 
-    def _after_forward(self) -> None:
+    def after_forward(self) -> None:
         if self.training:
             t = self._iteration_value()
             self.iteration += 1

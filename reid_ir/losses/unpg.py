@@ -9,7 +9,8 @@ construction); a metric loss only sees the mini-batch. UNPG adds filtered
 in-batch negative pair similarities to the classification loss's negatives:
 
 * CLPG: ``mcos = head.margin_cosines(x, y)`` (B, C), the head's cosines with
-  the margin on the target class only, before scaling;
+  the margin on the target class only, before scaling (computed already scaled,
+  fused, by ``head.margin_logits``);
 * MLPG: ``z = x / |x|``; negatives ``n = {z_i . z_j : i < j, y_i != y_j}`` (L,),
   each unordered pair once, gradients into both sides;
 * filter (box and whisker): with ``s = sort(n)``, ``Q1 = s[int(0.25 L)]``,
@@ -21,12 +22,14 @@ in-batch negative pair similarities to the classification loss's negatives:
 A batch without any negative pair falls back to the head's own loss.
 
 The K extra columns are the same on every row, so they enter each row's
-softmax only through ``logsumexp(scale * k)``; the loss appends that one
-column instead of K copies (identical value and gradients, O(B + K) memory
-instead of O(B K), which matters once ``gather`` makes L ~ (world B)^2 / 2).
+softmax only through ``logsumexp(scale * k)``; the loss folds that one value
+into each row's log-sum-exp (``lse + softplus(extra - lse)``, on top of the
+fused cross-entropy over the C class columns) instead of appending K copies
+(identical value and gradients, O(B + K) memory instead of O(B K), which
+matters once ``gather`` makes L ~ (world B)^2 / 2).
 
-Every cosine head of the registry that exposes ``unit_cosines``,
-``margin_cosines`` and ``logit_scale`` gets a ``unpg_<name>`` twin
+Every cosine head of the registry that exposes ``margin_logits``,
+``logit_scale`` and ``after_forward`` gets a ``unpg_<name>`` twin
 (:func:`register_unpg_variants`); ``loss.unpg.enabled: true`` maps
 ``loss.name: N`` to ``unpg_N`` (:func:`resolve_loss_name`).
 """
@@ -52,7 +55,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "unpg_"
 
 #: What a head must provide to be wrapped.
-HEAD_METHODS = ("unit_cosines", "margin_cosines", "logit_scale")
+HEAD_METHODS = ("margin_logits", "logit_scale", "after_forward")
 
 
 # --------------------------------------------------------------------------- MLPG
@@ -202,9 +205,9 @@ class UNPGLoss(ReidLoss):
     """UNPG over a cosine-margin head (see the module docstring for the formula).
 
     Args:
-        head: a loss exposing ``unit_cosines(x / |x|) -> (B, C)``,
-            ``margin_cosines(x, y, cosines) -> (B, C)`` and
-            ``logit_scale(x) -> float | (B, 1)`` (every head of
+        head: a loss exposing ``margin_logits(x, y, x / |x|) -> (B, C), (B, C)``
+            (scale * margin cosines, and scale * cosines), ``logit_scale(x) ->
+            float | (B, 1)`` and ``after_forward()`` (every head of
             ``reid_ir.losses.margin`` and its IR variants).
         whisker: box-and-whisker width w.
         gather: all-gather embeddings and labels across ranks for the pairs.
@@ -240,7 +243,8 @@ class UNPGLoss(ReidLoss):
             targets: (B,) labels in [0, C).
 
         Returns:
-            LossOutput: the loss, the head's (B, C) cosines as ``logits`` and
+            LossOutput: the loss, the head's (B, C) scaled cosines without margin
+            as ``logits`` (what the head itself returns) and
             ``terms`` ``unpg_negatives`` (L) and ``unpg_kept`` (K) as 0-d tensors.
         """
         z = F.normalize(features, dim=1)
@@ -253,22 +257,23 @@ class UNPGLoss(ReidLoss):
                 out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
             )
         kept = box_whisker_filter(negatives, self.whisker)
-        cos = self.head.unit_cosines(z)  # the features are normalised once, for both parts
+        # CLPG: scale * margin cosines, fused by the head (features normalised once, for both parts)
+        logits, scaled_cos = self.head.margin_logits(features, targets, unit_features=z)
         scale = self.head.logit_scale(features)
-        logits = scale * self.head.margin_cosines(features, targets, cos)
-        # logsumexp over the K shared columns (1, 1), or (B, 1) for a per-row scale.
-        extra = torch.logsumexp(scale * kept.unsqueeze(0), dim=1, keepdim=True)
-        loss = F.cross_entropy(
-            torch.cat([logits, extra.expand(logits.shape[0], 1)], dim=1), targets
-        )
-        after_forward = getattr(self.head, "_after_forward", None)
-        if after_forward is not None:  # e.g. SphereFace's annealing step count
-            after_forward()
+        # logsumexp over the K shared columns: (1, 1), or (B, 1) for a per-row scale
+        extra = torch.logsumexp(scale * kept.unsqueeze(0), dim=1)
+        # cross_entropy([logits | extra], y) without building the (B, C + 1) concatenation:
+        # with ce = lse - z_y (the fused per-row CE over the C columns), the extra column
+        # turns lse into logaddexp(lse, extra) = lse + softplus(extra - lse).
+        ce = F.cross_entropy(logits, targets, reduction="none")  # (B,)
+        row_lse = ce + logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+        loss = (ce + F.softplus(extra - row_lse)).mean()
+        self.head.after_forward()  # e.g. SphereFace's annealing step count
         terms = {
             "unpg_negatives": features.new_tensor(float(num_neg)),
             "unpg_kept": features.new_tensor(float(kept.numel())),
         }
-        return LossOutput(loss, cos, terms)
+        return LossOutput(loss, scaled_cos, terms)
 
     def class_weight(self) -> torch.Tensor | None:
         """The head's (C, D) class weights (tracked centers for IR heads)."""

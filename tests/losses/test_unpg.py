@@ -228,7 +228,8 @@ def test_ir_head_uses_the_tracked_centers_and_forwards_its_hook():
     out = loss(xr, y)
     out.loss.backward()
     means = torch.stack([x[y == c].mean(0) for c in range(5)])
-    torch.testing.assert_close(out.logits, F.normalize(x, dim=1) @ F.normalize(means, dim=1).t())
+    cosines = F.normalize(x, dim=1) @ F.normalize(means, dim=1).t()
+    torch.testing.assert_close(out.logits, loss.head.scale * cosines)  # as the head returns them
     assert list(loss.parameters()) == []  # centers are buffers: nothing learned in the loss
     xx = x.clone().requires_grad_(True)
     ref_head = build_loss("ir_am_softmax", num_classes=5, feat_dim=8)
