@@ -35,6 +35,7 @@ tracked class centers.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,40 @@ from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES
+
+
+class WeightNormalizedProduct(torch.autograd.Function):
+    """``out = (x @ W^T) / |W_j|``: (B, D) x (C, D) -> (B, C), products with unit-norm rows of W.
+
+    Backward, with ``g = grad / |W_j|`` (column-wise) and ``r_j = sum_i grad_ij
+    out_ij / |W_j|^2``::
+
+        grad_x = g @ W                       (B, D)
+        grad_W = g^T @ x - r[:, None] * W    (C, D): one product, one fused pass
+
+    (autograd through ``W.norm(dim=1)`` makes about eight (C, D) passes, which
+    dominate at many classes). ``|W_j|`` is clamped at 1e-12 as ``F.normalize``
+    does; the clamp's zero gradient for an all-zero row is not reproduced (such
+    a row gets ``g^T x``, a valid descent direction).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        inv_norm = weight.norm(dim=1).clamp_min(1e-12).reciprocal()  # (C,)
+        out = (x @ weight.t()) * inv_norm
+        ctx.save_for_backward(x, weight, inv_norm, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight, inv_norm, out = ctx.saved_tensors
+        g = grad * inv_norm  # (B, C)
+        grad_x = g @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            r = (g * out).sum(0) * inv_norm  # (C,)
+            grad_weight = torch.addcmul(g.t() @ x, weight, r.unsqueeze(1), value=-1.0)
+        return grad_x, grad_weight
 
 
 class CosineMarginLoss(ReidLoss):
@@ -75,12 +110,11 @@ class CosineMarginLoss(ReidLoss):
         """(B, C) cosines of already L2-normalised (B, D) features with every class weight.
 
         The weight norms divide the (B, C) product instead of normalising the
-        (C, D) weights: with B < D that is fewer passes over memory, forward and
-        backward (about 2x faster at 100,000 classes).
+        (C, D) weights, and the backward is written out
+        (:class:`WeightNormalizedProduct`): two passes over the (C, D) weights
+        instead of the eight autograd makes through ``norm``.
         """
-        weight = self.class_weight()
-        inv_norm = weight.norm(dim=1).clamp_min(1e-12).reciprocal()
-        return (unit_features @ weight.t()) * inv_norm
+        return WeightNormalizedProduct.apply(unit_features, self.class_weight())
 
     def cosines(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C) cosines between the (B, D) features and every class weight."""

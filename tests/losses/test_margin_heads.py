@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml
 
 from reid_ir.losses import build_loss
-from reid_ir.losses.margin import AMSoftmaxLoss, ArcFaceLoss, ASoftmaxLoss, CosineMarginLoss
+from reid_ir.losses.margin import (
+    AMSoftmaxLoss,
+    ArcFaceLoss,
+    ASoftmaxLoss,
+    CosineMarginLoss,
+    WeightNormalizedProduct,
+)
 
 # pytorch-metric-learning 2.9 calls a numpy API deprecated in numpy 2.
 pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
@@ -171,3 +177,18 @@ def test_cos_m_theta_is_the_multiple_angle_cosine():
     np.testing.assert_allclose(
         head.cos_m_theta(torch.cos(theta)).numpy(), torch.cos(4 * theta).numpy(), atol=1e-12
     )
+
+
+def test_weight_normalized_product_matches_autograd_through_the_norms():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(4, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(WeightNormalizedProduct.apply, (x, w))
+    out = WeightNormalizedProduct.apply(x, w)
+    ref = x @ torch.nn.functional.normalize(w, dim=1).t()
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    got = torch.autograd.grad(out, (x, w), grad)
+    want = torch.autograd.grad(ref, (x, w), grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
