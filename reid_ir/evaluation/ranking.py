@@ -183,18 +183,17 @@ def _count_before(dist, rows, cols, vals):
     """Valid negatives before each (deep) positive, by comparing against its whole row.
 
     ``dist`` holds +inf at positives and ignored items, so counting values below
-    the positive's distance counts valid negatives; equal distances count when
-    their gallery index is smaller.
+    the positive's distance counts valid negatives. Ties go to the smaller
+    gallery index, so an item before the positive's column ``c`` counts when
+    ``<= v`` and one after it when ``< v``: one pass over the row.
     """
     out = np.empty(len(rows), np.int64)
     buf = np.empty(dist.shape[1], bool)
     for t in range(len(rows)):
-        row, v = dist[rows[t]], vals[t]
-        below = np.count_nonzero(np.less(row, v, out=buf))
-        ties = np.count_nonzero(np.less_equal(row, v, out=buf)) - below
-        if ties:
-            below += np.count_nonzero(np.flatnonzero(row == v) < cols[t])
-        out[t] = below
+        row, v, c = dist[rows[t]], vals[t], cols[t]
+        out[t] = np.count_nonzero(np.less_equal(row[:c], v, out=buf[:c])) + np.count_nonzero(
+            np.less(row[c:], v, out=buf[c:])
+        )
     return out
 
 
