@@ -9,7 +9,7 @@ optimizer step with :meth:`CenterBank.update` (:func:`update_centers`).
 Per-step cost is O(B x D) whatever the number of classes C: samples are grouped
 by class through a (B, B) label-equality matrix (fixed shapes, no host sync),
 per-class sums come from ``index_add_``, and only the batch's rows of the
-(C, D) buffer are read and written.
+(C, D) buffer are read and written (``index_select`` / ``index_copy_``).
 """
 
 from __future__ import annotations
@@ -48,10 +48,13 @@ class CenterBank(nn.Module):
         c = self.centers
         return (c.data_ptr(), c._version, c.device, c.dtype)
 
+    def _fresh(self) -> bool:
+        return self._unit is not None and self._unit_key == self._key()
+
     @torch.no_grad()
     def unit_centers(self) -> torch.Tensor:
         """(C, D) L2-normalised centers (zero rows stay zero); cached."""
-        if self._unit is None or self._unit_key != self._key():
+        if not self._fresh():
             self._unit = unit_rows(self.centers)
             self._unit_key = self._key()
         return self._unit
@@ -66,11 +69,11 @@ class CenterBank(nn.Module):
         alpha: float = 0.5,
     ) -> None:
         """:func:`update_centers` on ``centers``, keeping :meth:`unit_centers` in step (O(B x D))."""
-        fresh = self._unit is not None and self._unit_key == self._key()
+        fresh = self._fresh()
         written = update_centers(self.centers, features, targets, rule, momentum, alpha)
         if written is not None and fresh:
             rows, values = written
-            self._unit.index_put_((rows,), unit_rows(values))
+            self._unit.index_copy_(0, rows, unit_rows(values))
             self._unit_key = self._key()
 
     def extra_repr(self) -> str:
@@ -195,7 +198,7 @@ def update_centers(
     else:  # center_loss
         counts = counts.unsqueeze(1)
         new = old - alpha * (counts * old - sums) / (1 + counts)
-    centers.index_put_((targets,), new)
+    centers.index_copy_(0, targets, new)  # rows of one class are identical: any order
     return targets, new
 
 
