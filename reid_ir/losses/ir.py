@@ -62,7 +62,7 @@ class CenterWeights:
         return self.bank.centers
 
     def unit_cosines(self, unit_features: torch.Tensor) -> torch.Tensor:
-        """(B, C) cosines of unit-norm features with the (cached) unit-norm centers."""
+        """(B, C) cosines of unit-norm (B, D) features with the (cached) unit-norm centers."""
         return unit_features @ self.bank.unit_centers().t()
 
     def hooks(self) -> list:

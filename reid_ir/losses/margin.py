@@ -35,48 +35,14 @@ tracked class centers.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
+from reid_ir.losses.fused import TargetMarginLogits, WeightNormalizedProduct, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES
-
-
-class WeightNormalizedProduct(torch.autograd.Function):
-    """``out = (x @ W^T) / |W_j|``: (B, D) x (C, D) -> (B, C), products with unit-norm rows of W.
-
-    Backward, with ``g = grad / |W_j|`` (column-wise) and ``r_j = sum_i grad_ij
-    out_ij / |W_j|^2``::
-
-        grad_x = g @ W                       (B, D)
-        grad_W = g^T @ x - r[:, None] * W    (C, D): one product, one fused pass
-
-    (autograd through ``W.norm(dim=1)`` makes about eight (C, D) passes, which
-    dominate at many classes). ``|W_j|`` is clamped at 1e-12 as ``F.normalize``
-    does; the clamp's zero gradient for an all-zero row is not reproduced (such
-    a row gets ``g^T x``, a valid descent direction).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        inv_norm = weight.norm(dim=1).clamp_min(1e-12).reciprocal()  # (C,)
-        out = (x @ weight.t()) * inv_norm
-        ctx.save_for_backward(x, weight, inv_norm, out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x, weight, inv_norm, out = ctx.saved_tensors
-        g = grad * inv_norm  # (B, C)
-        grad_x = g @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            r = (g * out).sum(0) * inv_norm  # (C,)
-            grad_weight = torch.addcmul(g.t() @ x, weight, r.unsqueeze(1), value=-1.0)
-        return grad_x, grad_weight
 
 
 class CosineMarginLoss(ReidLoss):
@@ -118,7 +84,7 @@ class CosineMarginLoss(ReidLoss):
 
     def cosines(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C) cosines between the (B, D) features and every class weight."""
-        return self.unit_cosines(F.normalize(features, dim=1))
+        return self.unit_cosines(unit_rows_with_grad(features))
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         """psi: the margin applied to the target cosines, (B, 1) -> (B, 1)."""
@@ -173,16 +139,34 @@ class CosineMarginLoss(ReidLoss):
         if self.scale is None:  # s_i = |x_i|, so s_i x_i / |x_i| = x_i
             scaled_cos = self.unit_cosines(features)
         else:
-            unit = F.normalize(features, dim=1) if unit_features is None else unit_features
+            unit = unit_rows_with_grad(features) if unit_features is None else unit_features
             scaled_cos = self.unit_cosines(unit * scale)
-        index = targets.unsqueeze(1)
-        target_scaled = scaled_cos.gather(1, index)
-        cos_target = target_scaled / scale
-        delta = scale * self.target_margin(cos_target) - target_scaled  # (B, 1)
-        num_classes = scaled_cos.shape[1]
-        flat = torch.arange(len(targets), device=targets.device) * num_classes + targets
-        logits = scaled_cos.reshape(-1).index_add(0, flat, delta.reshape(-1)).view_as(scaled_cos)
+        batch, num_classes = scaled_cos.shape
+        shift = self.constant_target_shift(scale)
+        if shift == 0.0:  # NormFace: no margin
+            return scaled_cos, scaled_cos
+        if shift is None:  # psi depends on the target cosine: differentiated in one op
+            return TargetMarginLogits.apply(scaled_cos, targets, scale, self), scaled_cos
+        # a constant shift: no gather, no gradient of its own
+        flat = torch.arange(batch, device=targets.device).mul_(num_classes).add_(targets)
+        delta = scaled_cos.new_full((batch,), shift)
+        logits = scaled_cos.reshape(-1).index_add(0, flat, delta).view_as(scaled_cos)
         return logits, scaled_cos
+
+    def constant_target_shift(self, scale: torch.Tensor | float) -> float | None:
+        """``s (psi(c) - c)`` when it does not depend on c (a float), else None.
+
+        0 for NormFace; ``-s m`` for AM-Softmax with a fixed scale.
+        """
+        return 0.0 if type(self).target_margin is CosineMarginLoss.target_margin else None
+
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """psi(cos) and its derivative d psi / d cos, without autograd: (B, 1) -> 2 x (B, 1).
+
+        Equal to :meth:`target_margin` and its autograd derivative (tested);
+        :meth:`margin_logits` uses them to differentiate the margin in one op.
+        """
+        return cos_target, torch.ones_like(cos_target)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """Cross-entropy over :meth:`margin_logits`.
@@ -228,6 +212,12 @@ class AMSoftmaxLoss(CosineMarginLoss):
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         return cos_target - self.m
 
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return cos_target - self.m, torch.ones_like(cos_target)
+
+    def constant_target_shift(self, scale: torch.Tensor | float) -> float | None:
+        return None if isinstance(scale, torch.Tensor) else -float(scale) * self.m
+
 
 class ArcFaceLoss(CosineMarginLoss):
     """ArcFace (Deng et al., 2019): psi = cos(theta + m).
@@ -257,6 +247,20 @@ class ArcFaceLoss(CosineMarginLoss):
             cos_target > self._threshold, cos_theta_m, cos_target - self.m * self._sin_m
         )
 
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # d/dc [c cos m - sqrt(1 - c^2) sin m] = cos m + c sin m / sqrt(1 - c^2), where the
+        # clamp of 1 - c^2 is inactive (autograd's derivative through the clamp is 0 there);
+        # slope 1 on the fallback branch
+        one_minus = 1.0 - cos_target * cos_target
+        sin = one_minus.clamp_min(1e-12).sqrt_()
+        on_arc = cos_target > self._threshold
+        psi = torch.where(
+            on_arc, cos_target * self._cos_m - sin * self._sin_m, cos_target - self.m * self._sin_m
+        )
+        sin_slope = torch.where(one_minus > 1e-12, cos_target / sin, 0.0)
+        slope = torch.where(on_arc, sin_slope.mul_(self._sin_m).add_(self._cos_m), 1.0)
+        return psi, slope
+
 
 def _chebyshev_coefficients(m: int) -> list[int]:
     """Coefficients of T_m (T_0 = 1, T_1 = x, T_k+1 = 2x T_k - T_k-1) for x^m, x^(m-2), ..."""
@@ -268,6 +272,14 @@ def _chebyshev_coefficients(m: int) -> list[int]:
         prev, cur = cur, nxt
     poly = cur if m >= 1 else prev
     return [poly[p] for p in range(m, -1, -2)]
+
+
+def _horner(coefficients: list[int], x: torch.Tensor) -> torch.Tensor:
+    """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule."""
+    out = torch.full_like(x, float(coefficients[0]))
+    for coef in coefficients[1:]:
+        out = out * x + coef
+    return out
 
 
 class ASoftmaxLoss(CosineMarginLoss):
@@ -306,6 +318,10 @@ class ASoftmaxLoss(CosineMarginLoss):
         self.lambda_power, self.lambda_min = float(lambda_power), float(lambda_min)
         # cos(m theta) = T_m(cos theta); T_m's coefficients of cos^m, cos^(m-2), ... (highest first)
         self._cheb = _chebyshev_coefficients(self.m)
+        # T_m'(x): coefficients of x^(m-1), x^(m-3), ... (highest first)
+        self._cheb_slope = [
+            c * (self.m - 2 * j) for j, c in enumerate(self._cheb) if self.m > 2 * j
+        ]
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._iteration_host, self._iteration_key = 0, None
 
@@ -324,19 +340,30 @@ class ASoftmaxLoss(CosineMarginLoss):
 
     def cos_m_theta(self, cos: torch.Tensor) -> torch.Tensor:
         """cos(m theta) = T_m(cos theta), the Chebyshev polynomial, by Horner's rule in cos^2."""
-        cos2 = cos * cos
-        out = torch.full_like(cos, float(self._cheb[0]))
-        for coef in self._cheb[1:]:
-            out = out * cos2 + coef
+        out = _horner(self._cheb, cos * cos)
         return out * cos if self.m % 2 else out
 
-    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+    def _branch(self, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k (theta in [k pi / m, (k + 1) pi / m]) and (-1)^k, no gradient: (B, 1) each."""
         with torch.no_grad():
-            k = torch.floor(torch.acos(cos_target.clamp(-1.0, 1.0)) * (self.m / math.pi))
-            sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
+            k = torch.floor(torch.acos(cos.clamp(-1.0, 1.0)) * (self.m / math.pi))
+            return k, 1.0 - 2.0 * torch.remainder(k, 2.0)
+
+    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+        k, sign = self._branch(cos_target)
         psi = sign * self.cos_m_theta(cos_target) - 2.0 * k
         lam = self.current_lambda()
         return (lam * cos_target + psi) / (1.0 + lam)
+
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, sign = self._branch(cos_target)
+        cos2 = cos_target * cos_target
+        slope = _horner(self._cheb_slope, cos2)  # T_m'(c) = m U_(m-1)(c)
+        if self.m % 2 == 0:  # T_m' is odd
+            slope = slope * cos_target
+        lam = self.current_lambda()
+        psi = sign * self.cos_m_theta(cos_target) - 2.0 * k
+        return (lam * cos_target + psi) / (1.0 + lam), (sign * slope + lam) / (1.0 + lam)
 
     def after_forward(self) -> None:
         if self.training:

@@ -1,0 +1,159 @@
+"""The written-out backward passes of reid_ir.losses.fused equal autograd's."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reid_ir.losses import build_loss
+from reid_ir.losses.centers import CenterBank, unit_rows
+from reid_ir.losses.fused import (
+    MaskedLogSumExp,
+    SharedColumnCrossEntropy,
+    TargetMarginLogits,
+    UnitRows,
+)
+from reid_ir.losses.margin import AMSoftmaxLoss, ArcFaceLoss, ASoftmaxLoss, CosineMarginLoss
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_unit_rows_forward_is_f_normalize_bit_for_bit_and_gradcheck_passes():
+    x = torch.randn(16, 9, generator=_gen(0))
+    assert torch.equal(UnitRows.apply(x), F.normalize(x, dim=1))
+    xd = torch.randn(6, 5, dtype=torch.float64, generator=_gen(1), requires_grad=True)
+    assert torch.autograd.gradcheck(UnitRows.apply, (xd,))
+
+
+def test_unit_rows_gradient_equals_f_normalize_also_for_zero_and_tiny_rows():
+    x = torch.randn(5, 4, dtype=torch.float64, generator=_gen(2))
+    x[1] = 0.0  # norm clamped at eps: F.normalize's gradient is grad / eps
+    x[3] = 1e-14
+    grad = torch.randn(5, 4, dtype=torch.float64, generator=_gen(3))
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    (got,) = torch.autograd.grad(UnitRows.apply(a), a, grad)
+    (want,) = torch.autograd.grad(F.normalize(b, dim=1), b, grad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0.0)
+    assert torch.isfinite(got).all()
+
+
+def _cosines(seed, n=64):
+    """(n, 1) target cosines across [-1, 1], the end points and the ArcFace threshold."""
+    c = torch.rand(n, 1, dtype=torch.float64, generator=_gen(seed)) * 2 - 1
+    c[:4, 0] = torch.tensor([1.0, -1.0, math.cos(math.pi - 0.5), 0.0], dtype=torch.float64)
+    return c
+
+
+HEADS = {
+    "norm_softmax": lambda: CosineMarginLoss(3, 2),
+    "am_softmax": lambda: AMSoftmaxLoss(3, 2, m=0.35),
+    "arcface": lambda: ArcFaceLoss(3, 2, m=0.5),
+    "a_softmax_m4": lambda: ASoftmaxLoss(3, 2, m=4),
+    "a_softmax_m3": lambda: ASoftmaxLoss(3, 2, m=3),
+    "a_softmax_m1": lambda: ASoftmaxLoss(3, 2, m=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_margin_and_slope_equal_target_margin_and_its_autograd_derivative(name):
+    head = HEADS[name]().double()
+    if isinstance(head, ASoftmaxLoss):
+        head.iteration.fill_(500)  # lambda well inside its annealing range
+    cos = _cosines(6).requires_grad_(True)
+    psi_ref = head.target_margin(cos)
+    (slope_ref,) = torch.autograd.grad(psi_ref.sum(), cos)
+    psi, slope = head.margin_and_slope(cos.detach())
+    assert torch.equal(psi, psi_ref.detach())  # the same arithmetic, bit for bit
+    torch.testing.assert_close(slope, slope_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("tensor_scale", [False, True])
+def test_target_margin_logits_equal_autograd_through_gather_margin_and_scatter(name, tensor_scale):
+    head = HEADS[name]().double()
+    batch, num_classes = 12, 5
+    cos = _cosines(7, n=batch + 4)[4:]  # away from |c| = 1, where the derivative is unbounded
+    g = _gen(8)
+    scale = (
+        (torch.rand(batch, 1, dtype=torch.float64, generator=g) * 5 + 1).requires_grad_(True)
+        if tensor_scale
+        else 30.0
+    )
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+    others = torch.rand(batch, num_classes, dtype=torch.float64, generator=g) * 2 - 1
+    cos_matrix = others.scatter(1, y.unsqueeze(1), cos)
+    z = (cos_matrix * scale).detach().requires_grad_(True)
+    inputs = (z, scale) if tensor_scale else (z,)
+    out = TargetMarginLogits.apply(z, y, scale, head)
+    index = y.unsqueeze(1)
+    ref = z.scatter(1, index, scale * head.target_margin(z.gather(1, index) / scale))
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn(batch, num_classes, dtype=torch.float64, generator=g)
+    got = torch.autograd.grad(out, inputs, grad)
+    want = torch.autograd.grad(ref, inputs, grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_center_bank_unit_cache_equals_a_full_recompute_after_index_copy_updates():
+    bank = CenterBank(11, 6)
+    bank.centers.copy_(torch.randn(11, 6, generator=_gen(10)))
+    bank.unit_centers()
+    for seed in range(4):
+        g = _gen(20 + seed)
+        x, y = torch.randn(8, 6, generator=g), torch.randint(0, 11, (8,), generator=g)
+        bank.update(x, y, "ema", 0.7)
+        assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
+
+
+def test_ir_head_forward_and_feature_gradient_equal_the_plain_product():
+    loss = build_loss("ir_am_softmax", num_classes=9, feat_dim=5)
+    loss.bank.centers.copy_(torch.randn(9, 5, generator=_gen(11)))
+    x = torch.randn(6, 5, generator=_gen(12), requires_grad=True)
+    y = torch.randint(0, 9, (6,), generator=_gen(13))
+    out = loss(x, y)
+    (got,) = torch.autograd.grad(out.loss, x)
+    xr = x.detach().clone().requires_grad_(True)
+    w = F.normalize(loss.bank.centers, dim=1)
+    logits = 30.0 * F.normalize(xr, dim=1) @ w.t()
+    logits = logits - 30.0 * 0.35 * F.one_hot(y, 9)
+    ref = F.cross_entropy(logits, y)
+    (want,) = torch.autograd.grad(ref, xr)
+    torch.testing.assert_close(out.loss, ref)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_shared_column_cross_entropy_equals_the_concatenated_form_and_gradcheck(per_row):
+    g = _gen(30)
+    z = (torch.randn(7, 5, dtype=torch.float64, generator=g) * 4).requires_grad_(True)
+    y = torch.randint(0, 5, (7,), generator=g)
+    shape = (7,) if per_row else ()
+    e = torch.randn(shape, dtype=torch.float64, generator=g).requires_grad_(True)
+    out = SharedColumnCrossEntropy.apply(z, y, e)
+    column = e.unsqueeze(1) if per_row else e.expand(7, 1)
+    ref = F.cross_entropy(torch.cat([z, column], 1), y)
+    torch.testing.assert_close(out, ref)
+    got = torch.autograd.grad(out, (z, e))
+    want = torch.autograd.grad(ref, (z, e))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda a, b: SharedColumnCrossEntropy.apply(a, y, b), (z, e))
+
+
+def test_masked_log_sum_exp_equals_logsumexp_of_the_selected_entries_and_gradcheck():
+    g = _gen(31)
+    x = torch.randn(6, 6, dtype=torch.float64, generator=g).requires_grad_(True)
+    mask = torch.rand(6, 6, generator=g) > 0.6
+    out = MaskedLogSumExp.apply(x, mask, 30.0)
+    ref = torch.logsumexp(30.0 * x[mask], 0)
+    torch.testing.assert_close(out, ref)
+    (got,) = torch.autograd.grad(out, x)
+    (want,) = torch.autograd.grad(ref, x)
+    torch.testing.assert_close(got, want)
+    assert (got[~mask] == 0).all()
+    assert torch.autograd.gradcheck(lambda a: MaskedLogSumExp.apply(a, mask, 3.0), (x,))
