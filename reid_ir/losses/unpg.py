@@ -21,12 +21,20 @@ in-batch negative pair similarities to the classification loss's negatives:
 
 A batch without any negative pair falls back to the head's own loss.
 
+The loss works on the (N, N) Gram matrix with a mask of the negative pairs
+(:func:`negative_pair_mask`): the quartiles come from the detached list of
+negatives, the kept pairs are a mask (:func:`kept_pair_mask`) and the
+log-sum-exp runs over the masked matrix, so no gradient goes through a
+gathered list; the list form (:func:`in_batch_negatives`,
+:func:`box_whisker_filter`) gives the same values and is what the tests
+compare with. The cross-entropy with the shared column is one fused op
+(:class:`~reid_ir.losses.fused.SharedColumnCrossEntropy`).
+
 The K extra columns are the same on every row, so they enter each row's
-softmax only through ``logsumexp(scale * k)``; the loss folds that one value
-into each row's log-sum-exp (``lse + softplus(extra - lse)``, on top of the
-fused cross-entropy over the C class columns) instead of appending K copies
-(identical value and gradients, O(B + K) memory instead of O(B K), which
-matters once ``gather`` makes L ~ (world B)^2 / 2).
+softmax only through ``extra = logsumexp(scale * k)``; the loss folds that one
+value into each row's log-sum-exp (``logaddexp(lse_i, extra)``) instead of
+appending K copies (identical value and gradients, O(B + K) memory instead of
+O(B K), which matters once ``gather`` makes L ~ (world B)^2 / 2).
 
 Every cosine head of the registry that exposes ``margin_logits``,
 ``logit_scale`` and ``after_forward`` gets a ``unpg_<name>`` twin
@@ -43,9 +51,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from reid_ir.losses.base import LossOutput, ReidLoss
+from reid_ir.losses.fused import (
+    MaskedLogSumExp,
+    SharedColumnCrossEntropy,
+    unit_rows_with_grad,
+)
 from reid_ir.losses.registry import LOSSES, build_loss
 from reid_ir.registry import Registry
 
@@ -59,13 +71,22 @@ HEAD_METHODS = ("margin_logits", "logit_scale", "after_forward")
 
 
 # --------------------------------------------------------------------------- MLPG
+def negative_pair_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(N, N) bool: pairs ``i < j`` (strict upper triangle) with ``labels_i != labels_j``.
+
+    Args:
+        labels: (N,) identities.
+    """
+    return (labels.unsqueeze(1) != labels.unsqueeze(0)).triu_(diagonal=1)
+
+
 def in_batch_negatives(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Similarities of every unordered pair with different labels.
+    """Similarities of every unordered pair with different labels, as a list.
 
     The pairs ``i < j`` are the strict upper triangle of the (N, N) Gram
-    matrix (the positions ``torch.triu_indices(N, N, 1)`` lists), selected
-    with one boolean mask rather than index lists: same pairs, same order,
-    fewer small ops per step.
+    matrix (the positions ``torch.triu_indices(N, N, 1)`` lists). The loss
+    itself works on the masked (N, N) matrix (:func:`kept_pair_mask`) and
+    never lists them; this is the list form of the same values.
 
     Args:
         z: (N, D) embeddings (normalised by the caller for cosines).
@@ -75,8 +96,7 @@ def in_batch_negatives(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         (L,) ``z_i . z_j`` for ``i < j`` and ``labels_i != labels_j``, in
         row-major order of (i, j); differentiable w.r.t. both sides.
     """
-    negative = (labels.unsqueeze(1) != labels.unsqueeze(0)).triu_(diagonal=1)
-    return _Gram.apply(z)[negative]
+    return _Gram.apply(z)[negative_pair_mask(labels)]
 
 
 class _Gram(torch.autograd.Function):
@@ -93,23 +113,21 @@ class _Gram(torch.autograd.Function):
         return (grad + grad.t()) @ z
 
 
-def whisker_bounds(
-    negatives: torch.Tensor, whisker: float = 1.5
-) -> tuple[torch.Tensor, torch.Tensor]:
+def whisker_bounds(values: torch.Tensor, whisker: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Box-and-whisker bounds ``(Q1 - w IQR, Q3 + w IQR)`` of L >= 1 values.
 
-    With ``s = sort(negatives)``: ``Q1 = s[int(0.25 L)]``, ``Q3 = s[int(0.75 L)]``
+    With ``s = sort(values)``: ``Q1 = s[int(0.25 L)]``, ``Q3 = s[int(0.75 L)]``
     (positions in the sorted list, no interpolation), read with two
     ``kthvalue`` selections (O(L)) instead of a full sort.
 
     Args:
-        negatives: (L,) similarities.
+        values: (L,) similarities.
         whisker: w.
 
     Returns:
         Two 0-d tensors (no gradient: the bounds only select values).
     """
-    values = negatives.detach()
+    values = values.detach()
     num = values.numel()
     q1 = torch.kthvalue(values, int(0.25 * num) + 1).values
     q3 = torch.kthvalue(values, int(0.75 * num) + 1).values
@@ -134,6 +152,32 @@ def box_whisker_filter(negatives: torch.Tensor, whisker: float = 1.5) -> torch.T
         return negatives
     low, high = whisker_bounds(negatives, whisker)
     return negatives[(negatives >= low) & (negatives <= high)]
+
+
+def kept_pair_mask(
+    gram: torch.Tensor, negative: torch.Tensor, num_negatives: int, whisker: float = 1.5
+) -> torch.Tensor:
+    """:func:`box_whisker_filter` on the (N, N) Gram matrix, as a mask.
+
+    The same kept values as ``box_whisker_filter(gram[negative])``: the
+    quartiles are read from the (detached) list of negatives, the kept pairs
+    are returned as a mask, so the loss's gradient flows through the matrix
+    (one masked log-sum-exp) rather than through a gathered list.
+
+    Args:
+        gram: (N, N) pair similarities.
+        negative: (N, N) bool, the L negative pairs (:func:`negative_pair_mask`).
+        num_negatives: L >= 1.
+        whisker: w.
+
+    Returns:
+        (N, N) bool, the kept pairs.
+    """
+    if num_negatives < 4 or math.isinf(whisker):
+        return negative
+    sims = gram.detach()
+    low, high = whisker_bounds(sims[negative], whisker)
+    return negative & (sims >= low) & (sims <= high)
 
 
 # ----------------------------------------------------------------- distributed
@@ -226,14 +270,19 @@ class UNPGLoss(ReidLoss):
         self.whisker = float(whisker)
         self.gather = bool(gather)
 
-    def negatives(self, z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(L,) in-batch negative cosines of the (B, D) normalised embeddings ``z``.
+    def pair_similarities(
+        self, z: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, N) Gram matrix of the normalised embeddings ``z`` (B, D) and its negative pairs.
 
-        With ``gather``, the pairs range over every rank's batch.
+        With ``gather``, N covers every rank's batch; otherwise N = B.
+
+        Returns:
+            gram (N, N) (differentiable), negative (N, N) bool (:func:`negative_pair_mask`).
         """
         if self.gather:
             z, targets = gather_with_grad(z, targets)
-        return in_batch_negatives(z, targets)
+        return _Gram.apply(z), negative_pair_mask(targets)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """UNPG loss.
@@ -247,31 +296,30 @@ class UNPGLoss(ReidLoss):
             as ``logits`` (what the head itself returns) and
             ``terms`` ``unpg_negatives`` (L) and ``unpg_kept`` (K) as 0-d tensors.
         """
-        z = F.normalize(features, dim=1)
-        negatives = self.negatives(z, targets)
-        num_neg = negatives.numel()
+        z = unit_rows_with_grad(features)
+        gram, negative = self.pair_similarities(z, targets)
+        num_neg = int(negative.sum())
         if num_neg == 0:  # no negative pair: the head's own loss
             out = self.head(features, targets)
             zero = features.new_zeros(())
             return LossOutput(
                 out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
             )
-        kept = box_whisker_filter(negatives, self.whisker)
+        keep = kept_pair_mask(gram, negative, num_neg, self.whisker)  # (N, N), K pairs
         # CLPG: scale * margin cosines, fused by the head (features normalised once, for both parts)
         logits, scaled_cos = self.head.margin_logits(features, targets, unit_features=z)
         scale = self.head.logit_scale(features)
-        # logsumexp over the K shared columns: (1, 1), or (B, 1) for a per-row scale
-        extra = torch.logsumexp(scale * kept.unsqueeze(0), dim=1)
-        # cross_entropy([logits | extra], y) without building the (B, C + 1) concatenation:
-        # with ce = lse - z_y (the fused per-row CE over the C columns), the extra column
-        # turns lse into logaddexp(lse, extra) = lse + softplus(extra - lse).
-        ce = F.cross_entropy(logits, targets, reduction="none")  # (B,)
-        row_lse = ce + logits.gather(1, targets.unsqueeze(1)).squeeze(1)
-        loss = (ce + F.softplus(extra - row_lse)).mean()
+        # logsumexp over the K shared columns: a 0-d tensor, or (B,) for a per-row scale
+        if isinstance(scale, torch.Tensor):
+            extra = torch.logsumexp(scale * gram[keep].unsqueeze(0), dim=1)
+        else:
+            extra = MaskedLogSumExp.apply(gram, keep, float(scale))
+        # cross_entropy([logits | extra], y) without building the (B, C + 1) concatenation
+        loss = SharedColumnCrossEntropy.apply(logits, targets, extra)
         self.head.after_forward()  # e.g. SphereFace's annealing step count
         terms = {
             "unpg_negatives": features.new_tensor(float(num_neg)),
-            "unpg_kept": features.new_tensor(float(kept.numel())),
+            "unpg_kept": keep.sum().to(features.dtype),
         }
         return LossOutput(loss, scaled_cos, terms)
 

@@ -16,6 +16,7 @@ from reid_ir.losses.unpg import (
     UNPGLoss,
     box_whisker_filter,
     in_batch_negatives,
+    kept_pair_mask,
     merge_gathered,
     register_unpg_variants,
     resolve_loss_name,
@@ -111,6 +112,21 @@ def test_quartile_positions_are_sorted_list_positions():
     assert torch.equal(box_whisker_filter(values, whisker=math.inf), values)
     ties = torch.full((6,), 0.25)  # IQR = 0: every value sits on both quartiles
     assert torch.equal(box_whisker_filter(ties, whisker=1.5), ties)
+
+
+@pytest.mark.parametrize("whisker", [0.0, 0.3, 1.5, math.inf])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kept_pair_mask_keeps_exactly_the_values_the_list_filter_keeps(whisker, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = F.normalize(torch.randn(24, 5, generator=g), dim=1)
+    z[5] = z[3]  # exact ties between pairs
+    y = torch.randint(0, 6, (24,), generator=g)
+    negative = (y.unsqueeze(1) != y.unsqueeze(0)).triu(1)
+    gram = z @ z.t()
+    mask = kept_pair_mask(gram, negative, int(negative.sum()), whisker)
+    listed = box_whisker_filter(in_batch_negatives(z, y), whisker)
+    assert not (mask & ~negative).any()
+    assert torch.equal(gram[mask].sort().values, listed.sort().values)
 
 
 def test_negatives_are_each_unordered_pair_once_with_gradients_on_both_sides():
