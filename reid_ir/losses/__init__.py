@@ -10,6 +10,9 @@
 | clmle                                               | ``clmle.py``    |
 | unpg_<head> for every cosine head above             | ``unpg.py``     |
 
+Shared autograd functions with written-out backward passes (normalisation,
+target margin, UNPG's fused cross-entropy) are in ``fused.py``.
+
 Importing this package registers every loss.
 """
 
