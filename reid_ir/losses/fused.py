@@ -9,10 +9,9 @@ torch counterpart with fewer ops; each is checked by ``gradcheck`` in
 
 * :class:`UnitRows` -- ``F.normalize(x, dim=1)`` (same forward, bit for bit);
 * :class:`WeightNormalizedProduct` -- ``x @ (W / |W|)^T`` for learned class weights;
-* :class:`TargetMarginLogits` -- a cosine head's logits with the margin on the
-  target class, differentiated through the head's analytic slope ``psi'``;
-* :class:`SharedColumnCrossEntropy` -- cross-entropy over the class logits
-  plus one column shared by every row (UNPG's negatives);
+* :class:`MarginCrossEntropy` -- a cosine head's loss, the margin on the target
+  class differentiated through the head's analytic slope ``psi'``, optionally
+  with one extra column shared by every row (UNPG's negatives);
 * :class:`MaskedLogSumExp` -- log-sum-exp over the masked entries of a matrix
   (UNPG's kept negative pairs).
 """
@@ -94,98 +93,69 @@ class WeightNormalizedProduct(torch.autograd.Function):
         return grad_x, grad_weight
 
 
-class TargetMarginLogits(torch.autograd.Function):
-    """A cosine head's logits: (B, C) scaled cosines ``z = s cos`` with each row's target
-    entry replaced by ``s psi(z_iy / s)``.
+class MarginCrossEntropy(torch.autograd.Function):
+    """A cosine head's loss: cross-entropy over the scaled cosines with the margin on the target.
 
-    ``psi`` and its slope ``psi'`` come from ``head.margin_and_slope`` in one
-    no-grad pass over the B target cosines. Backward, with ``c_i = z_iy / s_i``::
+    With z = s cos (B, C), each row's target logit becomes ``u_i = s psi(c_i)``
+    (``c_i = z_iy / s``; psi from ``head.margin_and_slope``, no autograd), and
+    optionally one extra column e shared by every row (UNPG's log-sum-exp of its
+    kept negatives; 0-d, or (B,) per row)::
 
-        grad_z = grad, except grad_z[i, y_i] = grad[i, y_i] psi'(c_i)
-        grad_s_i = grad[i, y_i] (psi(c_i) - c_i psi'(c_i))   (s = (B, 1) feature norms only)
+        loss = mean_i [log(sum_{j != y_i} exp z_ij + exp u_i + exp e_i) - u_i]
 
-    This replaces autograd's graph of gather + margin function + scatter
-    (10-20 (B, 1) ops for ArcFace and SphereFace, and a zero-filled (B, C)
-    gradient for the gather) by a copy and two B-element index ops.
+    With ``p`` the row softmax over ``[z with u on the target | e]`` and ``w = g / B``::
 
-    Args (of ``apply``): z (B, C); targets (B,); s, a float or a (B, 1)
-    tensor; a head with ``margin_and_slope(cos) -> (psi, psi')`` ((B, 1) each).
+        grad_z_ij = w p_ij                    j != y_i
+        grad_z_iy = w (p_iy - 1) psi'(c_i)
+        grad_e_i  = w p_ie                    (summed over i for a 0-d e)
+        grad_s_i  = w (p_iy - 1) (psi(c_i) - c_i psi'(c_i))   (s = (B, 1) feature norms only)
+
+    One autograd function instead of gather + margin function + scatter +
+    log-softmax + NLL (+ concatenation): the forward's exponentials are kept for
+    the backward, two (B, C) passes forward and one backward.
+
+    Args (of ``apply``): z (B, C); y (B,); s, a float or a (B, 1) tensor; a head
+    with ``margin_and_slope(cos) -> (psi, psi')`` ((B, 1) each); e (0-d or (B,))
+    or None.
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, scaled_cos: torch.Tensor, targets: torch.Tensor, scale, head: Any
-    ) -> torch.Tensor:
+    def forward(ctx: Any, scaled_cos, targets, scale, head, extra=None) -> torch.Tensor:
         batch, num_classes = scaled_cos.shape
         flat = torch.arange(batch, device=targets.device).mul_(num_classes).add_(targets)
-        logits = scaled_cos.clone(memory_format=torch.contiguous_format)
-        cos = logits.view(-1).index_select(0, flat).unsqueeze(1).div_(scale)  # (B, 1)
+        cos = scaled_cos.reshape(-1).index_select(0, flat).unsqueeze(1).div_(scale)  # (B, 1)
         psi, slope = head.margin_and_slope(cos)
-        logits.view(-1).index_copy_(0, flat, (scale * psi).view(-1))
+        target_logit = (scale * psi).view(-1)  # u (B,)
+        peak = torch.maximum(scaled_cos.amax(1), target_logit)  # >= every term of the row
+        if extra is not None:
+            peak = torch.maximum(peak, extra)
+        exps = (scaled_cos - peak.unsqueeze(1)).exp_()  # (B, C)
+        exps.view(-1).index_copy_(0, flat, (target_logit - peak).exp_())
+        total = exps.sum(1)  # (B,)
+        extra_exp = None
+        if extra is not None:
+            extra_exp = (extra - peak).exp_()
+            total.add_(extra_exp)
+        ctx.save_for_backward(exps, total, flat, slope, cos, psi, extra_exp)
         ctx.scale_is_tensor = isinstance(scale, torch.Tensor)
-        ctx.save_for_backward(flat, slope, cos, psi)
-        return logits
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor):
-        flat, slope, cos, psi = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_target = grad.view(-1).index_select(0, flat)  # (B,)
-        grad_z = grad_s = None
-        if ctx.needs_input_grad[0]:
-            grad_z = grad.clone()
-            grad_z.view(-1).index_copy_(0, flat, grad_target * slope.view(-1))
-        if ctx.scale_is_tensor and ctx.needs_input_grad[2]:
-            grad_s = grad_target.unsqueeze(1) * (psi - cos * slope)
-        return grad_z, None, grad_s, None
-
-
-class SharedColumnCrossEntropy(torch.autograd.Function):
-    """``mean_i [logaddexp(lse_i, e_i) - z_iy]``: cross-entropy over ``[z | e]`` without the concat.
-
-    The cross-entropy of (B, C) logits z with one extra column e shared by all
-    rows (UNPG's log-sum-exp of its kept negatives): a 0-d e, or (B,) when
-    each row has its own. With ``m_i = max(max_j z_ij, e_i)``,
-    ``p_ij = exp(z_ij - m_i)``, ``q_i = exp(e_i - m_i)`` and ``S_i = sum_j p_ij + q_i``
-    (so ``logaddexp(lse_i, e_i) = m_i + log S_i``), backward::
-
-        grad_z_ij = g / B (p_ij / S_i - [j = y_i])
-        grad_e_i  = g / B q_i / S_i          (summed over i for a 0-d e)
-
-    The forward's exponentials are kept for the backward: two (B, C) passes
-    forward, one backward, no (B, C + 1) copy and no autograd graph.
-
-    Args (of ``apply``): z (B, C); y (B,); e, 0-d or (B,).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, logits: torch.Tensor, targets: torch.Tensor, extra: torch.Tensor
-    ) -> torch.Tensor:
-        peak = torch.maximum(logits.amax(1), extra)  # (B,)
-        exps = (logits - peak.unsqueeze(1)).exp_()  # (B, C)
-        extra_exp = (extra - peak).exp_()  # (B,)
-        total = exps.sum(1).add_(extra_exp)  # S (B,)
-        ctx.save_for_backward(exps, extra_exp, total, targets)
-        ctx.extra_is_scalar = extra.dim() == 0
-        target_logit = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+        ctx.extra_is_scalar = extra is not None and extra.dim() == 0
         return (total.log() + peak - target_logit).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        exps, extra_exp, total, targets = ctx.saved_tensors
-        batch, num_classes = exps.shape
-        weight = grad / batch
+        exps, total, flat, slope, cos, psi, extra_exp = ctx.saved_tensors
+        weight = grad / exps.shape[0]
         row_weight = weight / total  # (B,)
-        grad_logits = grad_extra = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = exps * row_weight.unsqueeze(1)
-            flat = torch.arange(batch, device=targets.device).mul_(num_classes).add_(targets)
-            grad_logits.view(-1).index_add_(0, flat, weight.expand(batch).neg())
-        if ctx.needs_input_grad[2]:
+        grad_z = exps * row_weight.unsqueeze(1)  # w p
+        target_grad = grad_z.view(-1).index_select(0, flat).sub_(weight)  # w (p_iy - 1)
+        grad_s = grad_e = None
+        if ctx.scale_is_tensor and ctx.needs_input_grad[2]:
+            grad_s = target_grad.unsqueeze(1) * (psi - cos * slope)
+        grad_z.view(-1).index_copy_(0, flat, target_grad.mul_(slope.view(-1)))
+        if extra_exp is not None and ctx.needs_input_grad[4]:
             share = extra_exp * row_weight
-            grad_extra = share.sum() if ctx.extra_is_scalar else share
-        return grad_logits, None, grad_extra
+            grad_e = share.sum() if ctx.extra_is_scalar else share
+        return grad_z, None, grad_s, None, grad_e
 
 
 class MaskedLogSumExp(torch.autograd.Function):

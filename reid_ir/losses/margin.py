@@ -24,9 +24,10 @@ Wrappers (e.g. UNPG) reuse a head through :meth:`CosineMarginLoss.unit_cosines`
 :meth:`CosineMarginLoss.margin_cosines`
 (the (B, C) cosines with the margin applied to the target class only, before
 scaling), :meth:`CosineMarginLoss.logit_scale` (the scale s, or the (B, 1)
-feature norms for SphereFace without a fixed scale), their fused product
-:meth:`CosineMarginLoss.margin_logits` (``logit_scale(x) * margin_cosines(x,
-y)``) and :meth:`CosineMarginLoss.after_forward` (per-step state such as
+feature norms for SphereFace without a fixed scale), the fused loss
+:meth:`CosineMarginLoss.margin_cross_entropy` (cross-entropy over
+``logit_scale(x) * margin_cosines(x, y)``, optionally with one extra shared
+column) and :meth:`CosineMarginLoss.after_forward` (per-step state such as
 SphereFace's annealing). The IR-Softmax variants
 (``reid_ir.losses.ir``) are the same heads with the class weights replaced by
 tracked class centers.
@@ -37,11 +38,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
-from reid_ir.losses.fused import TargetMarginLogits, WeightNormalizedProduct, unit_rows_with_grad
+from reid_ir.losses.fused import MarginCrossEntropy, WeightNormalizedProduct, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES
 
 
@@ -113,27 +113,29 @@ class CosineMarginLoss(ReidLoss):
             return features.norm(dim=1, keepdim=True)
         return self.scale
 
-    def margin_logits(
+    def margin_cross_entropy(
         self,
         features: torch.Tensor,
         targets: torch.Tensor,
         unit_features: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss's logits ``logit_scale(x) * margin_cosines(x, y)``, computed fused.
+        """The head's loss, ``cross_entropy(logit_scale(x) * margin_cosines(x, y), y)``, fused.
 
-        Computed without materialising the unscaled cosines: the scale goes
-        into the (B, D) features (``unit_cosines`` is linear), and the margin
-        is added to the B target logits of a flat view (``index_add``, whose
-        backward passes the (B, C) gradient through untouched).
+        Computed without materialising the unscaled cosines (the scale goes
+        into the (B, D) features: ``unit_cosines`` is linear) and with the
+        margin, the softmax and the cross-entropy in one autograd function
+        (:class:`~reid_ir.losses.fused.MarginCrossEntropy`).
 
         Args:
             features: (B, D) embeddings.
             targets: (B,) labels.
             unit_features: (B, D) ``features / |features|`` if the caller has them.
+            extra: one more logit column shared by every row (0-d, or (B,)), as
+                UNPG adds; None for the head alone.
 
         Returns:
-            (B, C) logits with the margin on each target class, and (B, C) the
-            same scaled cosines without the margin.
+            The loss (0-d) and the (B, C) scaled cosines without the margin.
         """
         scale = self.logit_scale(features)
         if self.scale is None:  # s_i = |x_i|, so s_i x_i / |x_i| = x_i
@@ -141,35 +143,19 @@ class CosineMarginLoss(ReidLoss):
         else:
             unit = unit_rows_with_grad(features) if unit_features is None else unit_features
             scaled_cos = self.unit_cosines(unit * scale)
-        batch, num_classes = scaled_cos.shape
-        shift = self.constant_target_shift(scale)
-        if shift == 0.0:  # NormFace: no margin
-            return scaled_cos, scaled_cos
-        if shift is None:  # psi depends on the target cosine: differentiated in one op
-            return TargetMarginLogits.apply(scaled_cos, targets, scale, self), scaled_cos
-        # a constant shift: no gather, no gradient of its own
-        flat = torch.arange(batch, device=targets.device).mul_(num_classes).add_(targets)
-        delta = scaled_cos.new_full((batch,), shift)
-        logits = scaled_cos.reshape(-1).index_add(0, flat, delta).view_as(scaled_cos)
-        return logits, scaled_cos
-
-    def constant_target_shift(self, scale: torch.Tensor | float) -> float | None:
-        """``s (psi(c) - c)`` when it does not depend on c (a float), else None.
-
-        0 for NormFace; ``-s m`` for AM-Softmax with a fixed scale.
-        """
-        return 0.0 if type(self).target_margin is CosineMarginLoss.target_margin else None
+        loss = MarginCrossEntropy.apply(scaled_cos, targets, scale, self, extra)
+        return loss, scaled_cos
 
     def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """psi(cos) and its derivative d psi / d cos, without autograd: (B, 1) -> 2 x (B, 1).
 
         Equal to :meth:`target_margin` and its autograd derivative (tested);
-        :meth:`margin_logits` uses them to differentiate the margin in one op.
+        :meth:`margin_cross_entropy` uses them to differentiate the margin in one op.
         """
         return cos_target, torch.ones_like(cos_target)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
-        """Cross-entropy over :meth:`margin_logits`.
+        """:meth:`margin_cross_entropy`.
 
         Args:
             features: (B, D) embeddings.
@@ -178,9 +164,9 @@ class CosineMarginLoss(ReidLoss):
         Returns:
             The loss, and the scaled cosines (B, C) without margin as ``logits``.
         """
-        logits, scaled_cos = self.margin_logits(features, targets)
+        loss, scaled_cos = self.margin_cross_entropy(features, targets)
         self.after_forward()
-        return LossOutput(F.cross_entropy(logits, targets), scaled_cos)
+        return LossOutput(loss, scaled_cos)
 
     def after_forward(self) -> None:
         """State update after a training forward (SphereFace's iteration count).
@@ -214,9 +200,6 @@ class AMSoftmaxLoss(CosineMarginLoss):
 
     def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return cos_target - self.m, torch.ones_like(cos_target)
-
-    def constant_target_shift(self, scale: torch.Tensor | float) -> float | None:
-        return None if isinstance(scale, torch.Tensor) else -float(scale) * self.m
 
 
 class ArcFaceLoss(CosineMarginLoss):

@@ -10,7 +10,7 @@ in-batch negative pair similarities to the classification loss's negatives:
 
 * CLPG: ``mcos = head.margin_cosines(x, y)`` (B, C), the head's cosines with
   the margin on the target class only, before scaling (computed already scaled,
-  fused, by ``head.margin_logits``);
+  fused with the cross-entropy by ``head.margin_cross_entropy``);
 * MLPG: ``z = x / |x|``; negatives ``n = {z_i . z_j : i < j, y_i != y_j}`` (L,),
   each unordered pair once, gradients into both sides;
 * filter (box and whisker): with ``s = sort(n)``, ``Q1 = s[int(0.25 L)]``,
@@ -27,8 +27,8 @@ negatives, the kept pairs are a mask (:func:`kept_pair_mask`) and the
 log-sum-exp runs over the masked matrix, so no gradient goes through a
 gathered list; the list form (:func:`in_batch_negatives`,
 :func:`box_whisker_filter`) gives the same values and is what the tests
-compare with. The cross-entropy with the shared column is one fused op
-(:class:`~reid_ir.losses.fused.SharedColumnCrossEntropy`).
+compare with. The head's margin cross-entropy with the shared column is one
+fused op (:class:`~reid_ir.losses.fused.MarginCrossEntropy`).
 
 The K extra columns are the same on every row, so they enter each row's
 softmax only through ``extra = logsumexp(scale * k)``; the loss folds that one
@@ -36,7 +36,7 @@ value into each row's log-sum-exp (``logaddexp(lse_i, extra)``) instead of
 appending K copies (identical value and gradients, O(B + K) memory instead of
 O(B K), which matters once ``gather`` makes L ~ (world B)^2 / 2).
 
-Every cosine head of the registry that exposes ``margin_logits``,
+Every cosine head of the registry that exposes ``margin_cross_entropy``,
 ``logit_scale`` and ``after_forward`` gets a ``unpg_<name>`` twin
 (:func:`register_unpg_variants`); ``loss.unpg.enabled: true`` maps
 ``loss.name: N`` to ``unpg_N`` (:func:`resolve_loss_name`).
@@ -53,11 +53,7 @@ import torch
 import torch.distributed as dist
 
 from reid_ir.losses.base import LossOutput, ReidLoss
-from reid_ir.losses.fused import (
-    MaskedLogSumExp,
-    SharedColumnCrossEntropy,
-    unit_rows_with_grad,
-)
+from reid_ir.losses.fused import MaskedLogSumExp, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES, build_loss
 from reid_ir.registry import Registry
 
@@ -67,7 +63,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "unpg_"
 
 #: What a head must provide to be wrapped.
-HEAD_METHODS = ("margin_logits", "logit_scale", "after_forward")
+HEAD_METHODS = ("margin_cross_entropy", "logit_scale", "after_forward")
 
 
 # --------------------------------------------------------------------------- MLPG
@@ -249,8 +245,8 @@ class UNPGLoss(ReidLoss):
     """UNPG over a cosine-margin head (see the module docstring for the formula).
 
     Args:
-        head: a loss exposing ``margin_logits(x, y, x / |x|) -> (B, C), (B, C)``
-            (scale * margin cosines, and scale * cosines), ``logit_scale(x) ->
+        head: a loss exposing ``margin_cross_entropy(x, y, x / |x|, extra) ->
+            (loss, (B, C) scale * cosines)``, ``logit_scale(x) ->
             float | (B, 1)`` and ``after_forward()`` (every head of
             ``reid_ir.losses.margin`` and its IR variants).
         whisker: box-and-whisker width w.
@@ -306,16 +302,17 @@ class UNPGLoss(ReidLoss):
                 out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
             )
         keep = kept_pair_mask(gram, negative, num_neg, self.whisker)  # (N, N), K pairs
-        # CLPG: scale * margin cosines, fused by the head (features normalised once, for both parts)
-        logits, scaled_cos = self.head.margin_logits(features, targets, unit_features=z)
         scale = self.head.logit_scale(features)
         # logsumexp over the K shared columns: a 0-d tensor, or (B,) for a per-row scale
         if isinstance(scale, torch.Tensor):
             extra = torch.logsumexp(scale * gram[keep].unsqueeze(0), dim=1)
         else:
             extra = MaskedLogSumExp.apply(gram, keep, float(scale))
-        # cross_entropy([logits | extra], y) without building the (B, C + 1) concatenation
-        loss = SharedColumnCrossEntropy.apply(logits, targets, extra)
+        # CLPG + the extra column: cross_entropy(s * [mcos | k], y), fused by the head
+        # (features normalised once, for both parts; no (B, C + K) concatenation)
+        loss, scaled_cos = self.head.margin_cross_entropy(
+            features, targets, unit_features=z, extra=extra
+        )
         self.head.after_forward()  # e.g. SphereFace's annealing step count
         terms = {
             "unpg_negatives": features.new_tensor(float(num_neg)),

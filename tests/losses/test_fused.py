@@ -8,12 +8,7 @@ import torch.nn.functional as F
 
 from reid_ir.losses import build_loss
 from reid_ir.losses.centers import CenterBank, unit_rows
-from reid_ir.losses.fused import (
-    MaskedLogSumExp,
-    SharedColumnCrossEntropy,
-    TargetMarginLogits,
-    UnitRows,
-)
+from reid_ir.losses.fused import MarginCrossEntropy, MaskedLogSumExp, UnitRows
 from reid_ir.losses.margin import AMSoftmaxLoss, ArcFaceLoss, ASoftmaxLoss, CosineMarginLoss
 
 
@@ -71,13 +66,11 @@ def test_margin_and_slope_equal_target_margin_and_its_autograd_derivative(name):
     torch.testing.assert_close(slope, slope_ref, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
-@pytest.mark.parametrize("tensor_scale", [False, True])
-def test_target_margin_logits_equal_autograd_through_gather_margin_and_scatter(name, tensor_scale):
+def _margin_ce_inputs(name, tensor_scale, extra_kind, seed=8):
     head = HEADS[name]().double()
     batch, num_classes = 12, 5
     cos = _cosines(7, n=batch + 4)[4:]  # away from |c| = 1, where the derivative is unbounded
-    g = _gen(8)
+    g = _gen(seed)
     scale = (
         (torch.rand(batch, 1, dtype=torch.float64, generator=g) * 5 + 1).requires_grad_(True)
         if tensor_scale
@@ -85,18 +78,61 @@ def test_target_margin_logits_equal_autograd_through_gather_margin_and_scatter(n
     )
     y = torch.randint(0, num_classes, (batch,), generator=g)
     others = torch.rand(batch, num_classes, dtype=torch.float64, generator=g) * 2 - 1
-    cos_matrix = others.scatter(1, y.unsqueeze(1), cos)
-    z = (cos_matrix * scale).detach().requires_grad_(True)
-    inputs = (z, scale) if tensor_scale else (z,)
-    out = TargetMarginLogits.apply(z, y, scale, head)
+    z = (others.scatter(1, y.unsqueeze(1), cos) * scale).detach().requires_grad_(True)
+    extra = {
+        "none": None,
+        "shared": torch.tensor(20.0, dtype=torch.float64),
+        "per_row": torch.randn(batch, dtype=torch.float64, generator=g) * 10,
+    }[extra_kind]
+    if extra is not None:
+        extra.requires_grad_(True)
+    return head, z, y, scale, extra
+
+
+def _reference_margin_ce(head, z, y, scale, extra):
+    """cross_entropy over [z with s psi(z_iy / s) on the target | extra], by autograd."""
     index = y.unsqueeze(1)
-    ref = z.scatter(1, index, scale * head.target_margin(z.gather(1, index) / scale))
+    logits = z.scatter(1, index, scale * head.target_margin(z.gather(1, index) / scale))
+    if extra is not None:
+        column = extra.expand(len(y), 1) if extra.dim() == 0 else extra.unsqueeze(1)
+        logits = torch.cat([logits, column], 1)
+    return F.cross_entropy(logits, y)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("tensor_scale", [False, True])
+@pytest.mark.parametrize("extra_kind", ["none", "shared", "per_row"])
+def test_margin_cross_entropy_equals_autograd_through_margin_scatter_concat_and_ce(
+    name, tensor_scale, extra_kind
+):
+    head, z, y, scale, extra = _margin_ce_inputs(name, tensor_scale, extra_kind)
+    out = MarginCrossEntropy.apply(z, y, scale, head, extra)
+    ref = _reference_margin_ce(head, z, y, scale, extra)
     torch.testing.assert_close(out, ref)
-    grad = torch.randn(batch, num_classes, dtype=torch.float64, generator=g)
-    got = torch.autograd.grad(out, inputs, grad)
-    want = torch.autograd.grad(ref, inputs, grad)
+    inputs = [z] + ([scale] if tensor_scale else []) + ([extra] if extra is not None else [])
+    grad_out = torch.tensor(1.7, dtype=torch.float64)
+    got = torch.autograd.grad(out, inputs, grad_out)
+    want = torch.autograd.grad(ref, inputs, grad_out)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_margin_cross_entropy_passes_gradcheck():
+    head, z, y, scale, extra = _margin_ce_inputs("arcface", True, "per_row")
+    assert torch.autograd.gradcheck(
+        lambda a, s, e: MarginCrossEntropy.apply(a, y, s, head, e), (z, scale, extra)
+    )
+
+
+def test_margin_cross_entropy_is_stable_for_large_logits():
+    head = AMSoftmaxLoss(3, 2, m=0.35)
+    z = torch.tensor([[90.0, -90.0, 89.0]], requires_grad=True)
+    y = torch.tensor([0])
+    out = MarginCrossEntropy.apply(z, y, 30.0, head, torch.tensor(95.0))
+    ref = _reference_margin_ce(head, z, y, 30.0, torch.tensor(95.0))
+    torch.testing.assert_close(out, ref)
+    (g,) = torch.autograd.grad(out, z)
+    assert torch.isfinite(out) and torch.isfinite(g).all()
 
 
 def test_center_bank_unit_cache_equals_a_full_recompute_after_index_copy_updates():
@@ -125,24 +161,6 @@ def test_ir_head_forward_and_feature_gradient_equal_the_plain_product():
     (want,) = torch.autograd.grad(ref, xr)
     torch.testing.assert_close(out.loss, ref)
     torch.testing.assert_close(got, want)
-
-
-@pytest.mark.parametrize("per_row", [False, True])
-def test_shared_column_cross_entropy_equals_the_concatenated_form_and_gradcheck(per_row):
-    g = _gen(30)
-    z = (torch.randn(7, 5, dtype=torch.float64, generator=g) * 4).requires_grad_(True)
-    y = torch.randint(0, 5, (7,), generator=g)
-    shape = (7,) if per_row else ()
-    e = torch.randn(shape, dtype=torch.float64, generator=g).requires_grad_(True)
-    out = SharedColumnCrossEntropy.apply(z, y, e)
-    column = e.unsqueeze(1) if per_row else e.expand(7, 1)
-    ref = F.cross_entropy(torch.cat([z, column], 1), y)
-    torch.testing.assert_close(out, ref)
-    got = torch.autograd.grad(out, (z, e))
-    want = torch.autograd.grad(ref, (z, e))
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda a, b: SharedColumnCrossEntropy.apply(a, y, b), (z, e))
 
 
 def test_masked_log_sum_exp_equals_logsumexp_of_the_selected_entries_and_gradcheck():
