@@ -11,7 +11,8 @@
 | unpg_<head> for every cosine head above             | ``unpg.py``     |
 
 Shared autograd functions with written-out backward passes (normalisation,
-target margin, UNPG's fused cross-entropy) are in ``fused.py``.
+the cosine heads' margin cross-entropy, UNPG's masked log-sum-exp) are in
+``fused.py``.
 
 Importing this package registers every loss.
 """

@@ -121,37 +121,36 @@ class MarginCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, scaled_cos, targets, scale, head, extra=None) -> torch.Tensor:
-        batch, num_classes = scaled_cos.shape
-        flat = torch.arange(batch, device=targets.device).mul_(num_classes).add_(targets)
-        cos = scaled_cos.reshape(-1).index_select(0, flat).unsqueeze(1).div_(scale)  # (B, 1)
+        index = targets.unsqueeze(1)  # (B, 1); gather checks it is in [0, C)
+        cos = scaled_cos.gather(1, index).div_(scale)  # (B, 1)
         psi, slope = head.margin_and_slope(cos)
         target_logit = (scale * psi).view(-1)  # u (B,)
         peak = torch.maximum(scaled_cos.amax(1), target_logit)  # >= every term of the row
         if extra is not None:
             peak = torch.maximum(peak, extra)
         exps = (scaled_cos - peak.unsqueeze(1)).exp_()  # (B, C)
-        exps.view(-1).index_copy_(0, flat, (target_logit - peak).exp_())
+        exps.scatter_(1, index, (target_logit - peak).exp_().unsqueeze(1))
         total = exps.sum(1)  # (B,)
         extra_exp = None
         if extra is not None:
             extra_exp = (extra - peak).exp_()
             total.add_(extra_exp)
-        ctx.save_for_backward(exps, total, flat, slope, cos, psi, extra_exp)
+        ctx.save_for_backward(exps, total, index, slope, cos, psi, extra_exp)
         ctx.scale_is_tensor = isinstance(scale, torch.Tensor)
         ctx.extra_is_scalar = extra is not None and extra.dim() == 0
         return (total.log() + peak - target_logit).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        exps, total, flat, slope, cos, psi, extra_exp = ctx.saved_tensors
+        exps, total, index, slope, cos, psi, extra_exp = ctx.saved_tensors
         weight = grad / exps.shape[0]
         row_weight = weight / total  # (B,)
         grad_z = exps * row_weight.unsqueeze(1)  # w p
-        target_grad = grad_z.view(-1).index_select(0, flat).sub_(weight)  # w (p_iy - 1)
+        target_grad = grad_z.gather(1, index).sub_(weight)  # w (p_iy - 1), (B, 1)
         grad_s = grad_e = None
         if ctx.scale_is_tensor and ctx.needs_input_grad[2]:
-            grad_s = target_grad.unsqueeze(1) * (psi - cos * slope)
-        grad_z.view(-1).index_copy_(0, flat, target_grad.mul_(slope.view(-1)))
+            grad_s = target_grad * (psi - cos * slope)
+        grad_z.scatter_(1, index, target_grad.mul_(slope))
         if extra_exp is not None and ctx.needs_input_grad[4]:
             share = extra_exp * row_weight
             grad_e = share.sum() if ctx.extra_is_scalar else share

@@ -33,8 +33,8 @@ fused op (:class:`~reid_ir.losses.fused.MarginCrossEntropy`).
 The K extra columns are the same on every row, so they enter each row's
 softmax only through ``extra = logsumexp(scale * k)``; the loss folds that one
 value into each row's log-sum-exp (``logaddexp(lse_i, extra)``) instead of
-appending K copies (identical value and gradients, O(B + K) memory instead of
-O(B K), which matters once ``gather`` makes L ~ (world B)^2 / 2).
+appending K copies (identical value and gradients, O(B C + N^2) memory instead
+of O(B (C + K)), which matters once ``gather`` makes L ~ (world B)^2 / 2).
 
 Every cosine head of the registry that exposes ``margin_cross_entropy``,
 ``logit_scale`` and ``after_forward`` gets a ``unpg_<name>`` twin
@@ -151,8 +151,8 @@ def box_whisker_filter(negatives: torch.Tensor, whisker: float = 1.5) -> torch.T
 
 
 def kept_pair_mask(
-    gram: torch.Tensor, negative: torch.Tensor, num_negatives: int, whisker: float = 1.5
-) -> torch.Tensor:
+    gram: torch.Tensor, negative: torch.Tensor, whisker: float = 1.5
+) -> tuple[torch.Tensor, int]:
     """:func:`box_whisker_filter` on the (N, N) Gram matrix, as a mask.
 
     The same kept values as ``box_whisker_filter(gram[negative])``: the
@@ -162,18 +162,19 @@ def kept_pair_mask(
 
     Args:
         gram: (N, N) pair similarities.
-        negative: (N, N) bool, the L negative pairs (:func:`negative_pair_mask`).
-        num_negatives: L >= 1.
+        negative: (N, N) bool, the negative pairs (:func:`negative_pair_mask`).
         whisker: w.
 
     Returns:
-        (N, N) bool, the kept pairs.
+        (N, N) bool, the kept pairs, and L, the number of negative pairs
+        (listing them is the step's one host sync).
     """
-    if num_negatives < 4 or math.isinf(whisker):
-        return negative
     sims = gram.detach()
-    low, high = whisker_bounds(sims[negative], whisker)
-    return negative & (sims >= low) & (sims <= high)
+    listed = sims[negative]  # (L,)
+    if listed.numel() < 4 or math.isinf(whisker):
+        return negative, listed.numel()
+    low, high = whisker_bounds(listed, whisker)
+    return negative & (sims >= low) & (sims <= high), listed.numel()
 
 
 # ----------------------------------------------------------------- distributed
@@ -294,14 +295,13 @@ class UNPGLoss(ReidLoss):
         """
         z = unit_rows_with_grad(features)
         gram, negative = self.pair_similarities(z, targets)
-        num_neg = int(negative.sum())
+        keep, num_neg = kept_pair_mask(gram, negative, self.whisker)  # (N, N): K of L pairs
         if num_neg == 0:  # no negative pair: the head's own loss
             out = self.head(features, targets)
             zero = features.new_zeros(())
             return LossOutput(
                 out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
             )
-        keep = kept_pair_mask(gram, negative, num_neg, self.whisker)  # (N, N), K pairs
         scale = self.head.logit_scale(features)
         # logsumexp over the K shared columns: a 0-d tensor, or (B,) for a per-row scale
         if isinstance(scale, torch.Tensor):

@@ -124,6 +124,14 @@ def test_margin_cross_entropy_passes_gradcheck():
     )
 
 
+@pytest.mark.parametrize("name", ["am_softmax", "ir_arcface", "unpg_am_softmax"])
+def test_a_label_outside_the_classes_raises_instead_of_reading_another_row(name):
+    loss = build_loss(name, num_classes=5, feat_dim=4)
+    y = torch.tensor([6, 0, 1, 2])  # 6 >= C: as a flat index it would land in row 1
+    with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
+        loss(torch.randn(4, 4, generator=_gen(40)), y)
+
+
 def test_margin_cross_entropy_is_stable_for_large_logits():
     head = AMSoftmaxLoss(3, 2, m=0.35)
     z = torch.tensor([[90.0, -90.0, 89.0]], requires_grad=True)
