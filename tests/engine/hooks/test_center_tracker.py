@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from reid_ir.engine.hooks.base import PRIORITY_STATE
 from reid_ir.engine.hooks.center_tracker import CenterTrackerHook
-from reid_ir.losses.centers import CenterBank, batch_class_stats, update_centers
+from reid_ir.losses.centers import CenterBank, batch_class_sums, update_centers
 
 C, D = 7, 5
 
@@ -128,15 +128,28 @@ def test_exact_rule_recomputes_means_each_epoch_but_not_after_the_last():
     assert trainer.extract_calls == 2, "the last epoch's centers are never used: no extra pass"
 
 
-def test_batch_class_stats_gives_each_sample_its_class_sum_and_count():
+def test_batch_class_sums_gives_each_class_once_with_its_sum_and_count():
     x = torch.randn(9, D)
     y = torch.tensor([4, 1, 4, 4, 6, 1, 0, 6, 4])
-    sums, counts = batch_class_stats(x, y)
-    assert sums.shape == (9, D) and counts.tolist() == [4, 2, 4, 4, 2, 2, 1, 2, 4]
-    for i, c in enumerate(y.tolist()):
-        torch.testing.assert_close(sums[i], x[y == c].sum(0))
-        # rows of one class are bitwise identical, so duplicate writes agree
-        assert torch.equal(sums[i], sums[(y == c).nonzero()[0, 0]])
+    classes, sums, counts = batch_class_sums(x, y)
+    assert classes.tolist() == [0, 1, 4, 6] and counts.tolist() == [1, 2, 4, 2]
+    assert sums.shape == (4, D) and counts.dtype == x.dtype
+    for c, row in zip(classes.tolist(), sums, strict=True):
+        torch.testing.assert_close(row, x[y == c].sum(0))
+
+
+def test_update_equals_the_per_class_formula_in_float64_bit_for_bit_order_of_samples():
+    x = torch.randn(12, D, dtype=torch.float64)
+    y = torch.tensor([2, 0, 2, 5, 0, 2, 6, 5, 2, 0, 6, 2])
+    centers = torch.randn(C, D, dtype=torch.float64)
+    before = centers.clone()
+    update_centers(centers, x, y, "ema", momentum=0.25)
+    for c in (0, 2, 5, 6):
+        total = torch.zeros(D, dtype=torch.float64)
+        for row in x[y == c]:  # samples added in batch order, as index_add_ does
+            total = total + row
+        mean = total / float((y == c).sum())
+        assert torch.equal(centers[c], torch.lerp(mean, before[c], 0.25))
 
 
 def test_update_with_many_repeated_labels_matches_the_per_class_formula():
