@@ -37,12 +37,24 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.fused import MarginCrossEntropy, WeightNormalizedProduct, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES
+
+
+def array_namespace(x: torch.Tensor | np.ndarray):
+    """``numpy`` for an ndarray, ``torch`` for a tensor.
+
+    The heads' :meth:`~CosineMarginLoss.margin_and_slope` are written once
+    against it (``xp.where``, ``xp.sqrt``, ``xp.arccos``, ``x.clip(...)``), so
+    the fused loss can evaluate them on a numpy view of CPU cosines
+    (:func:`reid_ir.losses.fused.margin_and_slope_of`).
+    """
+    return np if isinstance(x, np.ndarray) else torch
 
 
 class CosineMarginLoss(ReidLoss):
@@ -55,7 +67,21 @@ class CosineMarginLoss(ReidLoss):
 
     Attributes:
         scale: s (``None`` for SphereFace scaled by the feature norm).
+        margin_in_numpy: on the CPU, evaluate :meth:`margin_and_slope` on numpy
+            views of the target cosines (it must then be written with
+            :func:`array_namespace`). Worth it for margins of many element-wise
+            ops (ArcFace, SphereFace: ~20 us instead of ~85 us at B = 64); for
+            one or two ops the round trip costs more than it saves. A subclass
+            that overrides ``margin_and_slope`` without setting it gets False, so
+            a torch-only margin is never handed an ndarray.
     """
+
+    margin_in_numpy = False  # psi = cos: nothing to save
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "margin_and_slope" in vars(cls) and "margin_in_numpy" not in vars(cls):
+            cls.margin_in_numpy = False
 
     def __init__(self, num_classes: int, feat_dim: int, scale: float | None = 30.0) -> None:
         super().__init__()
@@ -140,19 +166,22 @@ class CosineMarginLoss(ReidLoss):
         scale = self.logit_scale(features)
         if self.scale is None:  # s_i = |x_i|, so s_i x_i / |x_i| = x_i
             scaled_cos = self.unit_cosines(features)
+        elif unit_features is None:
+            scaled_cos = self.unit_cosines(unit_rows_with_grad(features, scale))
         else:
-            unit = unit_rows_with_grad(features) if unit_features is None else unit_features
-            scaled_cos = self.unit_cosines(unit * scale)
+            scaled_cos = self.unit_cosines(unit_features * scale)
         loss = MarginCrossEntropy.apply(scaled_cos, targets, scale, self, extra)
         return loss, scaled_cos
 
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def margin_and_slope(self, cos_target):
         """psi(cos) and its derivative d psi / d cos, without autograd: (B, 1) -> 2 x (B, 1).
 
         Equal to :meth:`target_margin` and its autograd derivative (tested);
         :meth:`margin_cross_entropy` uses them to differentiate the margin in one op.
+        ``cos_target`` is a tensor or an ndarray (see :attr:`margin_in_numpy`);
+        the results are of the same kind.
         """
-        return cos_target, torch.ones_like(cos_target)
+        return cos_target, array_namespace(cos_target).ones_like(cos_target)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """:meth:`margin_cross_entropy`.
@@ -198,8 +227,10 @@ class AMSoftmaxLoss(CosineMarginLoss):
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         return cos_target - self.m
 
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return cos_target - self.m, torch.ones_like(cos_target)
+    margin_in_numpy = False  # two ops: the numpy round trip costs more than it saves
+
+    def margin_and_slope(self, cos_target):
+        return cos_target - self.m, array_namespace(cos_target).ones_like(cos_target)
 
 
 class ArcFaceLoss(CosineMarginLoss):
@@ -230,18 +261,21 @@ class ArcFaceLoss(CosineMarginLoss):
             cos_target > self._threshold, cos_theta_m, cos_target - self.m * self._sin_m
         )
 
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    margin_in_numpy = True
+
+    def margin_and_slope(self, cos_target):
         # d/dc [c cos m - sqrt(1 - c^2) sin m] = cos m + c sin m / sqrt(1 - c^2), where the
         # clamp of 1 - c^2 is inactive (autograd's derivative through the clamp is 0 there);
-        # slope 1 on the fallback branch
+        # slope 1 on the fallback branch. sin >= 1e-6, so the division is always finite.
+        xp = array_namespace(cos_target)
         one_minus = 1.0 - cos_target * cos_target
-        sin = one_minus.clamp_min(1e-12).sqrt_()
+        sin = xp.sqrt(one_minus.clip(min=1e-12))
         on_arc = cos_target > self._threshold
-        psi = torch.where(
+        psi = xp.where(
             on_arc, cos_target * self._cos_m - sin * self._sin_m, cos_target - self.m * self._sin_m
         )
-        sin_slope = torch.where(one_minus > 1e-12, cos_target / sin, 0.0)
-        slope = torch.where(on_arc, sin_slope.mul_(self._sin_m).add_(self._cos_m), 1.0)
+        sin_slope = xp.where(one_minus > 1e-12, cos_target / sin, 0.0)
+        slope = xp.where(on_arc, sin_slope * self._sin_m + self._cos_m, 1.0)
         return psi, slope
 
 
@@ -257,9 +291,12 @@ def _chebyshev_coefficients(m: int) -> list[int]:
     return [poly[p] for p in range(m, -1, -2)]
 
 
-def _horner(coefficients: list[int], x: torch.Tensor) -> torch.Tensor:
-    """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule."""
-    out = torch.full_like(x, float(coefficients[0]))
+def _horner(coefficients: list[int], x):
+    """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule.
+
+    ``x`` is a tensor or an ndarray (the result is of the same kind).
+    """
+    out = array_namespace(x).full_like(x, float(coefficients[0]))
     for coef in coefficients[1:]:
         out = out * x + coef
     return out
@@ -321,16 +358,21 @@ class ASoftmaxLoss(CosineMarginLoss):
         lam = self.lambda_base * (1.0 + self.lambda_gamma * t) ** (-self.lambda_power)
         return max(self.lambda_min, lam)
 
-    def cos_m_theta(self, cos: torch.Tensor) -> torch.Tensor:
-        """cos(m theta) = T_m(cos theta), the Chebyshev polynomial, by Horner's rule in cos^2."""
+    def cos_m_theta(self, cos):
+        """cos(m theta) = T_m(cos theta), the Chebyshev polynomial, by Horner's rule in cos^2.
+
+        ``cos`` is a tensor or an ndarray.
+        """
         out = _horner(self._cheb, cos * cos)
         return out * cos if self.m % 2 else out
 
-    def _branch(self, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _branch(self, cos):
         """k (theta in [k pi / m, (k + 1) pi / m]) and (-1)^k, no gradient: (B, 1) each."""
-        with torch.no_grad():
-            k = torch.floor(torch.acos(cos.clamp(-1.0, 1.0)) * (self.m / math.pi))
-            return k, 1.0 - 2.0 * torch.remainder(k, 2.0)
+        xp = array_namespace(cos)
+        if xp is torch:
+            cos = cos.detach()
+        k = xp.floor(xp.arccos(cos.clip(-1.0, 1.0)) * (self.m / math.pi))
+        return k, 1.0 - 2.0 * xp.remainder(k, 2.0)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         k, sign = self._branch(cos_target)
@@ -338,7 +380,9 @@ class ASoftmaxLoss(CosineMarginLoss):
         lam = self.current_lambda()
         return (lam * cos_target + psi) / (1.0 + lam)
 
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    margin_in_numpy = True
+
+    def margin_and_slope(self, cos_target):
         k, sign = self._branch(cos_target)
         cos2 = cos_target * cos_target
         slope = _horner(self._cheb_slope, cos2)  # T_m'(c) = m U_(m-1)(c)

@@ -2,13 +2,19 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from reid_ir.losses import build_loss
 from reid_ir.losses.centers import CenterBank, unit_rows
-from reid_ir.losses.fused import MarginCrossEntropy, MaskedLogSumExp, UnitRows
+from reid_ir.losses.fused import (
+    MarginCrossEntropy,
+    MaskedLogSumExp,
+    UnitRows,
+    margin_and_slope_of,
+)
 from reid_ir.losses.margin import AMSoftmaxLoss, ArcFaceLoss, ASoftmaxLoss, CosineMarginLoss
 
 
@@ -34,6 +40,22 @@ def test_unit_rows_gradient_equals_f_normalize_also_for_zero_and_tiny_rows():
     (want,) = torch.autograd.grad(F.normalize(b, dim=1), b, grad)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0.0)
     assert torch.isfinite(got).all()
+
+
+def test_scaled_unit_rows_equal_scale_times_f_normalize_in_value_and_gradient():
+    x = torch.randn(5, 4, dtype=torch.float64, generator=_gen(4))
+    x[2] = 0.0
+    grad = torch.randn(5, 4, dtype=torch.float64, generator=_gen(5))
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    got = UnitRows.apply(a, 30.0)
+    want = F.normalize(b, dim=1) * 30.0
+    torch.testing.assert_close(got, want, rtol=1e-15, atol=0.0)
+    (ga,) = torch.autograd.grad(got, a, grad)
+    (gb,) = torch.autograd.grad(want, b, grad)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=0.0)
+    xd = torch.randn(6, 5, dtype=torch.float64, generator=_gen(6), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: UnitRows.apply(t, 7.5), (xd,))
 
 
 def _cosines(seed, n=64):
@@ -64,6 +86,40 @@ def test_margin_and_slope_equal_target_margin_and_its_autograd_derivative(name):
     psi, slope = head.margin_and_slope(cos.detach())
     assert torch.equal(psi, psi_ref.detach())  # the same arithmetic, bit for bit
     torch.testing.assert_close(slope, slope_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_margin_and_slope_on_numpy_equal_the_torch_path(name, dtype):
+    head = HEADS[name]().to(dtype)
+    if isinstance(head, ASoftmaxLoss):
+        head.iteration.fill_(500)
+    cos = _cosines(9).to(dtype)
+    psi_t, slope_t = head.margin_and_slope(cos)
+    psi_n, slope_n = head.margin_and_slope(cos.numpy())
+    assert isinstance(psi_n, np.ndarray) and isinstance(slope_n, np.ndarray)
+    torch.testing.assert_close(
+        torch.from_numpy(np.asarray(psi_n, dtype=psi_t.numpy().dtype)), psi_t
+    )
+    torch.testing.assert_close(
+        torch.from_numpy(np.asarray(slope_n, dtype=slope_t.numpy().dtype)), slope_t
+    )
+    psi_h, slope_h = margin_and_slope_of(head, cos)  # numpy for ArcFace / SphereFace on CPU
+    assert psi_h.dtype == dtype and psi_h.shape == cos.shape
+    torch.testing.assert_close(psi_h, psi_t)
+    torch.testing.assert_close(slope_h, slope_t)
+
+
+def test_a_subclass_with_its_own_torch_margin_is_never_given_an_ndarray():
+    class TorchOnlyMargin(ArcFaceLoss):
+        def margin_and_slope(self, cos_target):
+            assert isinstance(cos_target, torch.Tensor)
+            return torch.clamp(cos_target - 0.1, -1.0, 1.0), torch.ones_like(cos_target)
+
+    head = TorchOnlyMargin(3, 2)
+    assert ArcFaceLoss.margin_in_numpy and not head.margin_in_numpy
+    psi, slope = margin_and_slope_of(head, _cosines(3).float())
+    assert torch.equal(slope, torch.ones_like(slope))
 
 
 def _margin_ce_inputs(name, tensor_scale, extra_kind, seed=8):
