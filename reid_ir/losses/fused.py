@@ -103,24 +103,55 @@ class WeightNormalizedProduct(torch.autograd.Function):
         return grad_x, grad_weight
 
 
-def margin_and_slope_of(head: Any, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``head.margin_and_slope(cos)`` for (B, 1) target cosines without grad: 2 x (B, 1).
+#: Evaluate the small (B,)-sized parts of the fused functions in numpy when the
+#: tensors are on the CPU (see :class:`SmallArrays`). Tests set it to False to
+#: run, on the CPU, the torch path that GPU tensors take.
+SMALL_ARRAYS_IN_NUMPY = True
 
-    On the CPU, for a head with ``margin_in_numpy`` (ArcFace, SphereFace), the
-    margin runs on a numpy view of ``cos``: each of its ~20 element-wise ops
-    on B values costs ~1.3 us in numpy against ~6 us in eager torch, which is
-    3-4% of an IR head's whole step at 751 classes. Same arithmetic, so the
-    same values (tested).
+
+class SmallArrays:
+    """Where a fused function keeps its small arrays: numpy views of CPU tensors, or tensors.
+
+    At B = 64 an eager torch op costs ~6 us on these CPUs whatever its size,
+    a numpy op ~1.3 us, and a tensor's ``.numpy()`` view or ``from_numpy`` ~1
+    us; the per-row parts of a loss (target cosines, margins, row maxima and
+    sums, the loss itself) are 20-40 such ops per step. On the CPU they run in
+    numpy; elsewhere (or with :data:`SMALL_ARRAYS_IN_NUMPY` off) the same code
+    runs on the tensors (``xp`` is ``numpy`` or ``torch``).
+
+    Args:
+        like: a tensor of the function (its device and dtype decide).
     """
-    on_host = cos.device.type == "cpu" and cos.dtype in (torch.float32, torch.float64)
-    if not on_host or not getattr(head, "margin_in_numpy", False):
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.host = (
+            SMALL_ARRAYS_IN_NUMPY
+            and like.device.type == "cpu"
+            and like.dtype in (torch.float32, torch.float64)
+        )
+        self.xp = np if self.host else torch
+        self.numpy_dtype = np.float64 if like.dtype == torch.float64 else np.float32
+
+    def array(self, tensor: torch.Tensor):
+        """The (detached) tensor as an array of this side (a view: no copy)."""
+        if tensor.requires_grad:
+            tensor = tensor.detach()
+        return tensor.numpy() if self.host else tensor
+
+    def tensor(self, array) -> torch.Tensor:
+        """An array of this side as a tensor (no copy on the CPU); floats in the function's dtype."""
+        if not self.host:
+            return array
+        array = np.asarray(array)
+        if array.dtype.kind == "f" and array.dtype != self.numpy_dtype:
+            array = array.astype(self.numpy_dtype)
+        return torch.from_numpy(array)
+
+    def margin_and_slope(self, head: Any, cos):
+        """``head.margin_and_slope`` on (B, 1) cosines of this side: psi, psi' (B, 1) each."""
+        if self.host and not getattr(head, "margin_accepts_numpy", False):
+            return tuple(self.array(a) for a in head.margin_and_slope(torch.from_numpy(cos)))
         return head.margin_and_slope(cos)
-    psi, slope = head.margin_and_slope(cos.numpy())
-    dtype = cos.numpy().dtype
-    return (
-        torch.from_numpy(np.asarray(psi, dtype=dtype)),
-        torch.from_numpy(np.asarray(slope, dtype=dtype)),
-    )
 
 
 class MarginCrossEntropy(torch.autograd.Function):
@@ -142,7 +173,8 @@ class MarginCrossEntropy(torch.autograd.Function):
 
     One autograd function instead of gather + margin function + scatter +
     log-softmax + NLL (+ concatenation): the forward's exponentials are kept for
-    the backward, two (B, C) passes forward and one backward.
+    the backward, two (B, C) passes forward and one backward; the (B,)-sized
+    rest runs in numpy on the CPU (:class:`SmallArrays`).
 
     Args (of ``apply``): z (B, C); y (B,); s, a float or a (B, 1) tensor; a head
     with ``margin_and_slope(cos) -> (psi, psi')`` ((B, 1) each); e (0-d or (B,))
@@ -151,39 +183,46 @@ class MarginCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, scaled_cos, targets, scale, head, extra=None) -> torch.Tensor:
+        side = SmallArrays(scaled_cos)
+        xp = side.xp
         index = targets.unsqueeze(1)  # (B, 1); gather checks it is in [0, C)
-        cos = scaled_cos.gather(1, index).div_(scale)  # (B, 1)
-        psi, slope = margin_and_slope_of(head, cos)
-        target_logit = (scale * psi).view(-1)  # u (B,)
-        peak = torch.maximum(scaled_cos.amax(1), target_logit)  # >= every term of the row
+        scale_a = side.array(scale) if isinstance(scale, torch.Tensor) else scale
+        cos = side.array(scaled_cos.gather(1, index)) / scale_a  # (B, 1)
+        psi, slope = side.margin_and_slope(head, cos)
+        target_logit = (scale_a * psi).reshape(-1)  # u (B,)
+        peak = xp.maximum(side.array(scaled_cos.amax(1)), target_logit)  # >= every term
+        extra_a = None if extra is None else side.array(extra)
         if extra is not None:
-            peak = torch.maximum(peak, extra)
-        exps = (scaled_cos - peak.unsqueeze(1)).exp_()  # (B, C)
-        exps.scatter_(1, index, (target_logit - peak).exp_().unsqueeze(1))
-        total = exps.sum(1)  # (B,)
+            peak = xp.maximum(peak, extra_a)
+        exps = (scaled_cos - side.tensor(peak).unsqueeze(1)).exp_()  # (B, C)
+        exps.scatter_(1, index, side.tensor(xp.exp(target_logit - peak)).unsqueeze(1))
+        total = side.array(exps.sum(1))  # (B,)
         extra_exp = None
         if extra is not None:
-            extra_exp = (extra - peak).exp_()
-            total.add_(extra_exp)
-        ctx.save_for_backward(exps, total, index, slope, cos, psi, extra_exp)
+            extra_exp = xp.exp(extra_a - peak)
+            total = total + extra_exp
+        ctx.save_for_backward(exps, index)
+        ctx.side, ctx.small = side, (total, slope, cos, psi, extra_exp)
         ctx.scale_is_tensor = isinstance(scale, torch.Tensor)
         ctx.extra_is_scalar = extra is not None and extra.dim() == 0
-        return (total.log() + peak - target_logit).mean()
+        return side.tensor((xp.log(total) + peak - target_logit).mean())
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        exps, total, index, slope, cos, psi, extra_exp = ctx.saved_tensors
-        weight = grad / exps.shape[0]
+        exps, index = ctx.saved_tensors
+        side = ctx.side
+        total, slope, cos, psi, extra_exp = ctx.small
+        weight = (float(grad) if side.host else grad) / exps.shape[0]
         row_weight = weight / total  # (B,)
-        grad_z = exps * row_weight.unsqueeze(1)  # w p
-        target_grad = grad_z.gather(1, index).sub_(weight)  # w (p_iy - 1), (B, 1)
+        grad_z = exps * side.tensor(row_weight).unsqueeze(1)  # w p
+        target_grad = side.array(grad_z.gather(1, index)) - weight  # w (p_iy - 1), (B, 1)
         grad_s = grad_e = None
         if ctx.scale_is_tensor and ctx.needs_input_grad[2]:
-            grad_s = target_grad * (psi - cos * slope)
-        grad_z.scatter_(1, index, target_grad.mul_(slope))
+            grad_s = side.tensor(target_grad * (psi - cos * slope))
+        grad_z.scatter_(1, index, side.tensor(target_grad * slope))
         if extra_exp is not None and ctx.needs_input_grad[4]:
             share = extra_exp * row_weight
-            grad_e = share.sum() if ctx.extra_is_scalar else share
+            grad_e = side.tensor(share.sum() if ctx.extra_is_scalar else share)
         return grad_z, None, grad_s, None, grad_e
 
 
@@ -199,15 +238,20 @@ class MaskedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, values: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-        scaled = values * scale
-        peak = scaled.masked_fill(~mask, -math.inf).amax()
-        exps = (scaled - peak).exp_().mul_(mask)
+        side = SmallArrays(values)  # numpy on the CPU
+        scaled, keep = side.array(values) * scale, side.array(mask)
+        if side.host:
+            peak = scaled.max(where=keep, initial=-np.inf)
+        else:
+            peak = scaled.masked_fill(~keep, -math.inf).amax()
+        exps = side.xp.exp(scaled - peak) * keep
         total = exps.sum()
-        ctx.save_for_backward(exps, total)
-        ctx.scale = scale
-        return total.log() + peak
+        ctx.side, ctx.small, ctx.scale = side, (exps, total), scale
+        return side.tensor(side.xp.log(total) + peak)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        exps, total = ctx.saved_tensors
-        return exps * (grad * ctx.scale / total), None, None
+        side = ctx.side
+        exps, total = ctx.small
+        coefficient = (float(grad) if side.host else grad) * ctx.scale / total
+        return side.tensor(exps * coefficient), None, None

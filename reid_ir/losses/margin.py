@@ -52,7 +52,7 @@ def array_namespace(x: torch.Tensor | np.ndarray):
     The heads' :meth:`~CosineMarginLoss.margin_and_slope` are written once
     against it (``xp.where``, ``xp.sqrt``, ``xp.arccos``, ``x.clip(...)``), so
     the fused loss can evaluate them on a numpy view of CPU cosines
-    (:func:`reid_ir.losses.fused.margin_and_slope_of`).
+    (:class:`reid_ir.losses.fused.SmallArrays`).
     """
     return np if isinstance(x, np.ndarray) else torch
 
@@ -67,21 +67,19 @@ class CosineMarginLoss(ReidLoss):
 
     Attributes:
         scale: s (``None`` for SphereFace scaled by the feature norm).
-        margin_in_numpy: on the CPU, evaluate :meth:`margin_and_slope` on numpy
-            views of the target cosines (it must then be written with
-            :func:`array_namespace`). Worth it for margins of many element-wise
-            ops (ArcFace, SphereFace: ~20 us instead of ~85 us at B = 64); for
-            one or two ops the round trip costs more than it saves. A subclass
-            that overrides ``margin_and_slope`` without setting it gets False, so
-            a torch-only margin is never handed an ndarray.
+        margin_accepts_numpy: :meth:`margin_and_slope` is written with
+            :func:`array_namespace`, so the fused loss may hand it numpy views
+            of CPU cosines (``reid_ir.losses.fused.SmallArrays``). A subclass
+            that overrides ``margin_and_slope`` without setting it gets False:
+            a torch-only margin is given tensors.
     """
 
-    margin_in_numpy = False  # psi = cos: nothing to save
+    margin_accepts_numpy = True
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if "margin_and_slope" in vars(cls) and "margin_in_numpy" not in vars(cls):
-            cls.margin_in_numpy = False
+        if "margin_and_slope" in vars(cls) and "margin_accepts_numpy" not in vars(cls):
+            cls.margin_accepts_numpy = False
 
     def __init__(self, num_classes: int, feat_dim: int, scale: float | None = 30.0) -> None:
         super().__init__()
@@ -178,7 +176,7 @@ class CosineMarginLoss(ReidLoss):
 
         Equal to :meth:`target_margin` and its autograd derivative (tested);
         :meth:`margin_cross_entropy` uses them to differentiate the margin in one op.
-        ``cos_target`` is a tensor or an ndarray (see :attr:`margin_in_numpy`);
+        ``cos_target`` is a tensor or an ndarray (see :attr:`margin_accepts_numpy`);
         the results are of the same kind.
         """
         return cos_target, array_namespace(cos_target).ones_like(cos_target)
@@ -227,7 +225,7 @@ class AMSoftmaxLoss(CosineMarginLoss):
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         return cos_target - self.m
 
-    margin_in_numpy = False  # two ops: the numpy round trip costs more than it saves
+    margin_accepts_numpy = True
 
     def margin_and_slope(self, cos_target):
         return cos_target - self.m, array_namespace(cos_target).ones_like(cos_target)
@@ -261,7 +259,7 @@ class ArcFaceLoss(CosineMarginLoss):
             cos_target > self._threshold, cos_theta_m, cos_target - self.m * self._sin_m
         )
 
-    margin_in_numpy = True
+    margin_accepts_numpy = True
 
     def margin_and_slope(self, cos_target):
         # d/dc [c cos m - sqrt(1 - c^2) sin m] = cos m + c sin m / sqrt(1 - c^2), where the
@@ -380,7 +378,7 @@ class ASoftmaxLoss(CosineMarginLoss):
         lam = self.current_lambda()
         return (lam * cos_target + psi) / (1.0 + lam)
 
-    margin_in_numpy = True
+    margin_accepts_numpy = True
 
     def margin_and_slope(self, cos_target):
         k, sign = self._branch(cos_target)

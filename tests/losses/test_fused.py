@@ -12,8 +12,8 @@ from reid_ir.losses.centers import CenterBank, unit_rows
 from reid_ir.losses.fused import (
     MarginCrossEntropy,
     MaskedLogSumExp,
+    SmallArrays,
     UnitRows,
-    margin_and_slope_of,
 )
 from reid_ir.losses.margin import AMSoftmaxLoss, ArcFaceLoss, ASoftmaxLoss, CosineMarginLoss
 
@@ -104,7 +104,9 @@ def test_margin_and_slope_on_numpy_equal_the_torch_path(name, dtype):
     torch.testing.assert_close(
         torch.from_numpy(np.asarray(slope_n, dtype=slope_t.numpy().dtype)), slope_t
     )
-    psi_h, slope_h = margin_and_slope_of(head, cos)  # numpy for ArcFace / SphereFace on CPU
+    side = SmallArrays(cos)
+    assert side.host  # CPU float tensors: the fused loss hands the margin numpy views
+    psi_h, slope_h = (side.tensor(a) for a in side.margin_and_slope(head, side.array(cos)))
     assert psi_h.dtype == dtype and psi_h.shape == cos.shape
     torch.testing.assert_close(psi_h, psi_t)
     torch.testing.assert_close(slope_h, slope_t)
@@ -117,9 +119,12 @@ def test_a_subclass_with_its_own_torch_margin_is_never_given_an_ndarray():
             return torch.clamp(cos_target - 0.1, -1.0, 1.0), torch.ones_like(cos_target)
 
     head = TorchOnlyMargin(3, 2)
-    assert ArcFaceLoss.margin_in_numpy and not head.margin_in_numpy
-    psi, slope = margin_and_slope_of(head, _cosines(3).float())
-    assert torch.equal(slope, torch.ones_like(slope))
+    assert ArcFaceLoss.margin_accepts_numpy and not head.margin_accepts_numpy
+    cos = _cosines(3).float()
+    side = SmallArrays(cos)
+    psi, slope = side.margin_and_slope(head, side.array(cos))
+    assert isinstance(psi, np.ndarray) and (slope == 1).all()
+    torch.testing.assert_close(torch.from_numpy(psi), torch.clamp(cos - 0.1, -1.0, 1.0))
 
 
 def _margin_ce_inputs(name, tensor_scale, extra_kind, seed=8):
@@ -159,7 +164,7 @@ def _reference_margin_ce(head, z, y, scale, extra):
 @pytest.mark.parametrize("tensor_scale", [False, True])
 @pytest.mark.parametrize("extra_kind", ["none", "shared", "per_row"])
 def test_margin_cross_entropy_equals_autograd_through_margin_scatter_concat_and_ce(
-    name, tensor_scale, extra_kind
+    name, tensor_scale, extra_kind, small_arrays
 ):
     head, z, y, scale, extra = _margin_ce_inputs(name, tensor_scale, extra_kind)
     out = MarginCrossEntropy.apply(z, y, scale, head, extra)
@@ -173,7 +178,7 @@ def test_margin_cross_entropy_equals_autograd_through_margin_scatter_concat_and_
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_margin_cross_entropy_passes_gradcheck():
+def test_margin_cross_entropy_passes_gradcheck(small_arrays):
     head, z, y, scale, extra = _margin_ce_inputs("arcface", True, "per_row")
     assert torch.autograd.gradcheck(
         lambda a, s, e: MarginCrossEntropy.apply(a, y, s, head, e), (z, scale, extra)
@@ -181,14 +186,14 @@ def test_margin_cross_entropy_passes_gradcheck():
 
 
 @pytest.mark.parametrize("name", ["am_softmax", "ir_arcface", "unpg_am_softmax"])
-def test_a_label_outside_the_classes_raises_instead_of_reading_another_row(name):
+def test_a_label_outside_the_classes_raises_instead_of_reading_another_row(name, small_arrays):
     loss = build_loss(name, num_classes=5, feat_dim=4)
     y = torch.tensor([6, 0, 1, 2])  # 6 >= C: as a flat index it would land in row 1
     with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
         loss(torch.randn(4, 4, generator=_gen(40)), y)
 
 
-def test_margin_cross_entropy_is_stable_for_large_logits():
+def test_margin_cross_entropy_is_stable_for_large_logits(small_arrays):
     head = AMSoftmaxLoss(3, 2, m=0.35)
     z = torch.tensor([[90.0, -90.0, 89.0]], requires_grad=True)
     y = torch.tensor([0])
@@ -210,7 +215,7 @@ def test_center_bank_unit_cache_equals_a_full_recompute_after_index_copy_updates
         assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
 
 
-def test_ir_head_forward_and_feature_gradient_equal_the_plain_product():
+def test_ir_head_forward_and_feature_gradient_equal_the_plain_product(small_arrays):
     loss = build_loss("ir_am_softmax", num_classes=9, feat_dim=5)
     loss.bank.centers.copy_(torch.randn(9, 5, generator=_gen(11)))
     x = torch.randn(6, 5, generator=_gen(12), requires_grad=True)
@@ -227,7 +232,9 @@ def test_ir_head_forward_and_feature_gradient_equal_the_plain_product():
     torch.testing.assert_close(got, want)
 
 
-def test_masked_log_sum_exp_equals_logsumexp_of_the_selected_entries_and_gradcheck():
+def test_masked_log_sum_exp_equals_logsumexp_of_the_selected_entries_and_gradcheck(
+    small_arrays,
+):
     g = _gen(31)
     x = torch.randn(6, 6, dtype=torch.float64, generator=g).requires_grad_(True)
     mask = torch.rand(6, 6, generator=g) > 0.6
