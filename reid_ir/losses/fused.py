@@ -13,7 +13,9 @@ torch counterpart with fewer ops; each is checked by ``gradcheck`` in
   class differentiated through the head's analytic slope ``psi'``, optionally
   with one extra column shared by every row (UNPG's negatives);
 * :class:`MaskedLogSumExp` -- log-sum-exp over the masked entries of a matrix
-  (UNPG's kept negative pairs).
+  (UNPG's kept negative pairs);
+* :class:`SmallArrays` -- numpy views of CPU tensors for the parts where numpy
+  measurably beats eager torch (UNPG's (N, N) filter), the tensors elsewhere.
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ class WeightNormalizedProduct(torch.autograd.Function):
         return grad_x, grad_weight
 
 
-#: Evaluate the small (B,)-sized parts of the fused functions in numpy when the
-#: tensors are on the CPU (see :class:`SmallArrays`). Tests set it to False to
+#: Evaluate the small (N, N)-sized parts of UNPG in numpy when the tensors are
+#: on the CPU (see :class:`SmallArrays`). Tests set it to False to
 #: run, on the CPU, the torch path that GPU tensors take.
 SMALL_ARRAYS_IN_NUMPY = True
 
@@ -112,12 +114,20 @@ SMALL_ARRAYS_IN_NUMPY = True
 class SmallArrays:
     """Where a fused function keeps its small arrays: numpy views of CPU tensors, or tensors.
 
-    At B = 64 an eager torch op costs ~6 us on these CPUs whatever its size,
-    a numpy op ~1.3 us, and a tensor's ``.numpy()`` view or ``from_numpy`` ~1
-    us; the per-row parts of a loss (target cosines, margins, row maxima and
-    sums, the loss itself) are 20-40 such ops per step. On the CPU they run in
-    numpy; elsewhere (or with :data:`SMALL_ARRAYS_IN_NUMPY` off) the same code
-    runs on the tensors (``xp`` is ``numpy`` or ``torch``).
+    On small arrays an eager torch op costs ~6 us on these CPUs whatever its
+    size, a numpy op ~1.3 us, a ``.numpy()`` view or ``from_numpy`` ~1-3 us,
+    but in a whole training step (cold caches after the big products) both
+    cost several times that, so numpy pays only where it saves many ops for
+    few conversions. Measured in whole steps, interleaved with the torch path
+    (200 rounds): UNPG's pair filter and masked log-sum-exp (~25 ops on the
+    (N, N) Gram matrix, whose torch quartiles take two ``kthvalue``) are 5-7%
+    of a step faster in numpy, so :class:`MaskedLogSumExp` and
+    ``reid_ir.losses.unpg`` use it. Not used where it did not pay: ArcFace's
+    and SphereFace's margins in numpy (~20 ops on B values) were no faster,
+    and MarginCrossEntropy's (B,)-sized row math in numpy (~15 ops, ~18
+    conversions) was 6% slower for ir_am_softmax. Elsewhere (or with
+    :data:`SMALL_ARRAYS_IN_NUMPY` off) the same code runs on the tensors
+    (``xp`` is ``numpy`` or ``torch``).
 
     Args:
         like: a tensor of the function (its device and dtype decide).
@@ -147,12 +157,6 @@ class SmallArrays:
             array = array.astype(self.numpy_dtype)
         return torch.from_numpy(array)
 
-    def margin_and_slope(self, head: Any, cos):
-        """``head.margin_and_slope`` on (B, 1) cosines of this side: psi, psi' (B, 1) each."""
-        if self.host and not getattr(head, "margin_accepts_numpy", False):
-            return tuple(self.array(a) for a in head.margin_and_slope(torch.from_numpy(cos)))
-        return head.margin_and_slope(cos)
-
 
 class MarginCrossEntropy(torch.autograd.Function):
     """A cosine head's loss: cross-entropy over the scaled cosines with the margin on the target.
@@ -173,8 +177,7 @@ class MarginCrossEntropy(torch.autograd.Function):
 
     One autograd function instead of gather + margin function + scatter +
     log-softmax + NLL (+ concatenation): the forward's exponentials are kept for
-    the backward, two (B, C) passes forward and one backward; the (B,)-sized
-    rest runs in numpy on the CPU (:class:`SmallArrays`).
+    the backward, two (B, C) passes forward and one backward.
 
     Args (of ``apply``): z (B, C); y (B,); s, a float or a (B, 1) tensor; a head
     with ``margin_and_slope(cos) -> (psi, psi')`` ((B, 1) each); e (0-d or (B,))
@@ -183,46 +186,39 @@ class MarginCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, scaled_cos, targets, scale, head, extra=None) -> torch.Tensor:
-        side = SmallArrays(scaled_cos)
-        xp = side.xp
         index = targets.unsqueeze(1)  # (B, 1); gather checks it is in [0, C)
-        scale_a = side.array(scale) if isinstance(scale, torch.Tensor) else scale
-        cos = side.array(scaled_cos.gather(1, index)) / scale_a  # (B, 1)
-        psi, slope = side.margin_and_slope(head, cos)
-        target_logit = (scale_a * psi).reshape(-1)  # u (B,)
-        peak = xp.maximum(side.array(scaled_cos.amax(1)), target_logit)  # >= every term
-        extra_a = None if extra is None else side.array(extra)
+        cos = scaled_cos.gather(1, index).div_(scale)  # (B, 1)
+        psi, slope = head.margin_and_slope(cos)
+        target_logit = (scale * psi).view(-1)  # u (B,)
+        peak = torch.maximum(scaled_cos.amax(1), target_logit)  # >= every term of the row
         if extra is not None:
-            peak = xp.maximum(peak, extra_a)
-        exps = (scaled_cos - side.tensor(peak).unsqueeze(1)).exp_()  # (B, C)
-        exps.scatter_(1, index, side.tensor(xp.exp(target_logit - peak)).unsqueeze(1))
-        total = side.array(exps.sum(1))  # (B,)
+            peak = torch.maximum(peak, extra)
+        exps = (scaled_cos - peak.unsqueeze(1)).exp_()  # (B, C)
+        exps.scatter_(1, index, (target_logit - peak).exp_().unsqueeze(1))
+        total = exps.sum(1)  # (B,)
         extra_exp = None
         if extra is not None:
-            extra_exp = xp.exp(extra_a - peak)
-            total = total + extra_exp
-        ctx.save_for_backward(exps, index)
-        ctx.side, ctx.small = side, (total, slope, cos, psi, extra_exp)
+            extra_exp = (extra - peak).exp_()
+            total.add_(extra_exp)
+        ctx.save_for_backward(exps, total, index, slope, cos, psi, extra_exp)
         ctx.scale_is_tensor = isinstance(scale, torch.Tensor)
         ctx.extra_is_scalar = extra is not None and extra.dim() == 0
-        return side.tensor((xp.log(total) + peak - target_logit).mean())
+        return (total.log() + peak - target_logit).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        exps, index = ctx.saved_tensors
-        side = ctx.side
-        total, slope, cos, psi, extra_exp = ctx.small
-        weight = (float(grad) if side.host else grad) / exps.shape[0]
+        exps, total, index, slope, cos, psi, extra_exp = ctx.saved_tensors
+        weight = grad / exps.shape[0]
         row_weight = weight / total  # (B,)
-        grad_z = exps * side.tensor(row_weight).unsqueeze(1)  # w p
-        target_grad = side.array(grad_z.gather(1, index)) - weight  # w (p_iy - 1), (B, 1)
+        grad_z = exps * row_weight.unsqueeze(1)  # w p
+        target_grad = grad_z.gather(1, index).sub_(weight)  # w (p_iy - 1), (B, 1)
         grad_s = grad_e = None
         if ctx.scale_is_tensor and ctx.needs_input_grad[2]:
-            grad_s = side.tensor(target_grad * (psi - cos * slope))
-        grad_z.scatter_(1, index, side.tensor(target_grad * slope))
+            grad_s = target_grad * (psi - cos * slope)
+        grad_z.scatter_(1, index, target_grad.mul_(slope))
         if extra_exp is not None and ctx.needs_input_grad[4]:
             share = extra_exp * row_weight
-            grad_e = side.tensor(share.sum() if ctx.extra_is_scalar else share)
+            grad_e = share.sum() if ctx.extra_is_scalar else share
         return grad_z, None, grad_s, None, grad_e
 
 

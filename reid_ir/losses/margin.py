@@ -37,24 +37,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.fused import MarginCrossEntropy, WeightNormalizedProduct, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES
-
-
-def array_namespace(x: torch.Tensor | np.ndarray):
-    """``numpy`` for an ndarray, ``torch`` for a tensor.
-
-    The heads' :meth:`~CosineMarginLoss.margin_and_slope` are written once
-    against it (``xp.where``, ``xp.sqrt``, ``xp.arccos``, ``x.clip(...)``), so
-    the fused loss can evaluate them on a numpy view of CPU cosines
-    (:class:`reid_ir.losses.fused.SmallArrays`).
-    """
-    return np if isinstance(x, np.ndarray) else torch
 
 
 class CosineMarginLoss(ReidLoss):
@@ -67,19 +55,7 @@ class CosineMarginLoss(ReidLoss):
 
     Attributes:
         scale: s (``None`` for SphereFace scaled by the feature norm).
-        margin_accepts_numpy: :meth:`margin_and_slope` is written with
-            :func:`array_namespace`, so the fused loss may hand it numpy views
-            of CPU cosines (``reid_ir.losses.fused.SmallArrays``). A subclass
-            that overrides ``margin_and_slope`` without setting it gets False:
-            a torch-only margin is given tensors.
     """
-
-    margin_accepts_numpy = True
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if "margin_and_slope" in vars(cls) and "margin_accepts_numpy" not in vars(cls):
-            cls.margin_accepts_numpy = False
 
     def __init__(self, num_classes: int, feat_dim: int, scale: float | None = 30.0) -> None:
         super().__init__()
@@ -171,15 +147,13 @@ class CosineMarginLoss(ReidLoss):
         loss = MarginCrossEntropy.apply(scaled_cos, targets, scale, self, extra)
         return loss, scaled_cos
 
-    def margin_and_slope(self, cos_target):
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """psi(cos) and its derivative d psi / d cos, without autograd: (B, 1) -> 2 x (B, 1).
 
         Equal to :meth:`target_margin` and its autograd derivative (tested);
         :meth:`margin_cross_entropy` uses them to differentiate the margin in one op.
-        ``cos_target`` is a tensor or an ndarray (see :attr:`margin_accepts_numpy`);
-        the results are of the same kind.
         """
-        return cos_target, array_namespace(cos_target).ones_like(cos_target)
+        return cos_target, torch.ones_like(cos_target)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """:meth:`margin_cross_entropy`.
@@ -225,10 +199,8 @@ class AMSoftmaxLoss(CosineMarginLoss):
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         return cos_target - self.m
 
-    margin_accepts_numpy = True
-
-    def margin_and_slope(self, cos_target):
-        return cos_target - self.m, array_namespace(cos_target).ones_like(cos_target)
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return cos_target - self.m, torch.ones_like(cos_target)
 
 
 class ArcFaceLoss(CosineMarginLoss):
@@ -259,21 +231,18 @@ class ArcFaceLoss(CosineMarginLoss):
             cos_target > self._threshold, cos_theta_m, cos_target - self.m * self._sin_m
         )
 
-    margin_accepts_numpy = True
-
-    def margin_and_slope(self, cos_target):
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # d/dc [c cos m - sqrt(1 - c^2) sin m] = cos m + c sin m / sqrt(1 - c^2), where the
         # clamp of 1 - c^2 is inactive (autograd's derivative through the clamp is 0 there);
-        # slope 1 on the fallback branch. sin >= 1e-6, so the division is always finite.
-        xp = array_namespace(cos_target)
+        # slope 1 on the fallback branch
         one_minus = 1.0 - cos_target * cos_target
-        sin = xp.sqrt(one_minus.clip(min=1e-12))
+        sin = one_minus.clamp_min(1e-12).sqrt_()
         on_arc = cos_target > self._threshold
-        psi = xp.where(
+        psi = torch.where(
             on_arc, cos_target * self._cos_m - sin * self._sin_m, cos_target - self.m * self._sin_m
         )
-        sin_slope = xp.where(one_minus > 1e-12, cos_target / sin, 0.0)
-        slope = xp.where(on_arc, sin_slope * self._sin_m + self._cos_m, 1.0)
+        sin_slope = torch.where(one_minus > 1e-12, cos_target / sin, 0.0)
+        slope = torch.where(on_arc, sin_slope.mul_(self._sin_m).add_(self._cos_m), 1.0)
         return psi, slope
 
 
@@ -289,12 +258,9 @@ def _chebyshev_coefficients(m: int) -> list[int]:
     return [poly[p] for p in range(m, -1, -2)]
 
 
-def _horner(coefficients: list[int], x):
-    """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule.
-
-    ``x`` is a tensor or an ndarray (the result is of the same kind).
-    """
-    out = array_namespace(x).full_like(x, float(coefficients[0]))
+def _horner(coefficients: list[int], x: torch.Tensor) -> torch.Tensor:
+    """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule."""
+    out = torch.full_like(x, float(coefficients[0]))
     for coef in coefficients[1:]:
         out = out * x + coef
     return out
@@ -356,21 +322,16 @@ class ASoftmaxLoss(CosineMarginLoss):
         lam = self.lambda_base * (1.0 + self.lambda_gamma * t) ** (-self.lambda_power)
         return max(self.lambda_min, lam)
 
-    def cos_m_theta(self, cos):
-        """cos(m theta) = T_m(cos theta), the Chebyshev polynomial, by Horner's rule in cos^2.
-
-        ``cos`` is a tensor or an ndarray.
-        """
+    def cos_m_theta(self, cos: torch.Tensor) -> torch.Tensor:
+        """cos(m theta) = T_m(cos theta), the Chebyshev polynomial, by Horner's rule in cos^2."""
         out = _horner(self._cheb, cos * cos)
         return out * cos if self.m % 2 else out
 
-    def _branch(self, cos):
+    def _branch(self, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k (theta in [k pi / m, (k + 1) pi / m]) and (-1)^k, no gradient: (B, 1) each."""
-        xp = array_namespace(cos)
-        if xp is torch:
-            cos = cos.detach()
-        k = xp.floor(xp.arccos(cos.clip(-1.0, 1.0)) * (self.m / math.pi))
-        return k, 1.0 - 2.0 * xp.remainder(k, 2.0)
+        with torch.no_grad():
+            k = torch.floor(torch.acos(cos.clamp(-1.0, 1.0)) * (self.m / math.pi))
+            return k, 1.0 - 2.0 * torch.remainder(k, 2.0)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         k, sign = self._branch(cos_target)
@@ -378,9 +339,7 @@ class ASoftmaxLoss(CosineMarginLoss):
         lam = self.current_lambda()
         return (lam * cos_target + psi) / (1.0 + lam)
 
-    margin_accepts_numpy = True
-
-    def margin_and_slope(self, cos_target):
+    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, sign = self._branch(cos_target)
         cos2 = cos_target * cos_target
         slope = _horner(self._cheb_slope, cos2)  # T_m'(c) = m U_(m-1)(c)

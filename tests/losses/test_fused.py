@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +11,6 @@ from reid_ir.losses.centers import CenterBank, unit_rows
 from reid_ir.losses.fused import (
     MarginCrossEntropy,
     MaskedLogSumExp,
-    SmallArrays,
     UnitRows,
 )
 from reid_ir.losses.margin import AMSoftmaxLoss, ArcFaceLoss, ASoftmaxLoss, CosineMarginLoss
@@ -86,45 +84,6 @@ def test_margin_and_slope_equal_target_margin_and_its_autograd_derivative(name):
     psi, slope = head.margin_and_slope(cos.detach())
     assert torch.equal(psi, psi_ref.detach())  # the same arithmetic, bit for bit
     torch.testing.assert_close(slope, slope_ref, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("name", sorted(HEADS))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_margin_and_slope_on_numpy_equal_the_torch_path(name, dtype):
-    head = HEADS[name]().to(dtype)
-    if isinstance(head, ASoftmaxLoss):
-        head.iteration.fill_(500)
-    cos = _cosines(9).to(dtype)
-    psi_t, slope_t = head.margin_and_slope(cos)
-    psi_n, slope_n = head.margin_and_slope(cos.numpy())
-    assert isinstance(psi_n, np.ndarray) and isinstance(slope_n, np.ndarray)
-    torch.testing.assert_close(
-        torch.from_numpy(np.asarray(psi_n, dtype=psi_t.numpy().dtype)), psi_t
-    )
-    torch.testing.assert_close(
-        torch.from_numpy(np.asarray(slope_n, dtype=slope_t.numpy().dtype)), slope_t
-    )
-    side = SmallArrays(cos)
-    assert side.host  # CPU float tensors: the fused loss hands the margin numpy views
-    psi_h, slope_h = (side.tensor(a) for a in side.margin_and_slope(head, side.array(cos)))
-    assert psi_h.dtype == dtype and psi_h.shape == cos.shape
-    torch.testing.assert_close(psi_h, psi_t)
-    torch.testing.assert_close(slope_h, slope_t)
-
-
-def test_a_subclass_with_its_own_torch_margin_is_never_given_an_ndarray():
-    class TorchOnlyMargin(ArcFaceLoss):
-        def margin_and_slope(self, cos_target):
-            assert isinstance(cos_target, torch.Tensor)
-            return torch.clamp(cos_target - 0.1, -1.0, 1.0), torch.ones_like(cos_target)
-
-    head = TorchOnlyMargin(3, 2)
-    assert ArcFaceLoss.margin_accepts_numpy and not head.margin_accepts_numpy
-    cos = _cosines(3).float()
-    side = SmallArrays(cos)
-    psi, slope = side.margin_and_slope(head, side.array(cos))
-    assert isinstance(psi, np.ndarray) and (slope == 1).all()
-    torch.testing.assert_close(torch.from_numpy(psi), torch.clamp(cos - 0.1, -1.0, 1.0))
 
 
 def _margin_ce_inputs(name, tensor_scale, extra_kind, seed=8):
