@@ -26,6 +26,8 @@ Example::
 
     OMP_NUM_THREADS=1 python tools/benchmark_losses.py            # 751 and 100,000 classes
     python tools/benchmark_losses.py --classes 751 --rounds 9 --json out.json
+    python tools/benchmark_losses.py --classes 751 --optimizer-step-classes \
+        --losses softmax am_softmax unpg_am_softmax --unpg-floor   # + UNPG's unavoidable part
 
 Targets (issue 5): IR heads <= 1.05x softmax at 751 classes; the center update
 at 100,000 classes <= 1.5x its time at 751. (issue 6): each ``unpg_<head>`` <=
@@ -50,7 +52,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reid_ir.losses import build_loss  # noqa: E402
+from reid_ir.losses.base import LossOutput  # noqa: E402
 from reid_ir.losses.centers import CenterBank  # noqa: E402
+from reid_ir.losses.fused import unit_rows_with_grad  # noqa: E402
+from reid_ir.losses.unpg import UNPGLoss  # noqa: E402
 
 logger = logging.getLogger("benchmark_losses")
 
@@ -72,6 +77,29 @@ DEFAULT_LOSSES = [
 ]
 
 
+#: Prefix of the diagnostic rows added by ``--unpg-floor``.
+FLOOR_PREFIX = "unpg_floor_"
+
+
+class UNPGFloor(UNPGLoss):
+    """Diagnostic, not a loss to train with: the part of UNPG no filter implementation can avoid.
+
+    The Gram matrix of the normalised embeddings (forward and backward) and the
+    head's fused cross-entropy with one shared extra column taken from it
+    (``s gram[0, 1]``), without the negative mask, the quartiles, the kept
+    mask or their log-sum-exp. Its time over the head bounds from below what
+    any UNPG costs over that head with this Gram product.
+    """
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        z = unit_rows_with_grad(features)
+        gram, _ = self.pair_similarities(z, targets)
+        scale = self.head.logit_scale(features)  # a float, or (B, 1) feature norms
+        extra = gram[0, 1] * (scale.view(-1) if isinstance(scale, torch.Tensor) else scale)
+        loss, scaled_cos = self.head.margin_cross_entropy(features, targets, z, extra)
+        return LossOutput(loss, scaled_cos)
+
+
 class _Trainer:
     """The one engine attribute the IR hook reads in ``after_step``."""
 
@@ -88,7 +116,12 @@ class _Built(NamedTuple):
 def _build(name: str, num_classes: int, dim: int, seed: int) -> _Built:
     torch.manual_seed(seed)
     counts = torch.randint(1, 50, (num_classes,))
+    floor = name.startswith(FLOOR_PREFIX)
+    if floor:
+        name = "unpg_" + name[len(FLOOR_PREFIX) :]
     loss = build_loss(name, num_classes=num_classes, feat_dim=dim, class_counts=counts)
+    if floor:
+        loss = UNPGFloor(loss.head, whisker=loss.whisker, gather=loss.gather)
     hooks = loss.hooks()
     for bank in (m for m in loss.modules() if isinstance(m, CenterBank)):  # also inside UNPG
         bank.centers.normal_()
@@ -200,13 +233,19 @@ def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) ->
         best = min(samples[name]) / min(base)
         table[name] = {"ms": ms, "ratio": ratio, "ratio_of_minima": best}
         logger.info("  %-18s %10.3f %10.3f %10.3f", name, ms, ratio, best)
-    unpg = {n: n[len("unpg_") :] for n in args.losses if n.startswith("unpg_")}
-    for name, head in unpg.items():
+    for name in args.losses:
+        if name.startswith(FLOOR_PREFIX):
+            head, what = name[len(FLOOR_PREFIX) :], "UNPG floor   "
+        elif name.startswith("unpg_"):
+            head, what = name[len("unpg_") :], "UNPG overhead"
+        else:
+            continue
         if head not in samples:
             continue
         ratio = statistics.median(t / b for t, b in zip(samples[name], samples[head], strict=True))
         table[name]["x_head"] = ratio
-        logger.info("  UNPG overhead %-18s %.3f x %s (target <= 1.10)", name, ratio, head)
+        target = "(target <= 1.10)" if what == "UNPG overhead" else "(Gram + shared column only)"
+        logger.info("  %s %-22s %.3f x %s %s", what, name, ratio, head, target)
     logger.info("")
     return table
 
@@ -217,9 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--losses", nargs="+", default=DEFAULT_LOSSES)
-    parser.add_argument(
-        "--rounds", type=int, default=101, help="interleaved rounds (median taken)"
-    )
+    parser.add_argument("--rounds", type=int, default=101, help="interleaved rounds (median taken)")
     parser.add_argument(
         "--budget", type=float, default=0.01, help="target seconds per loss per round"
     )
@@ -233,8 +270,18 @@ def main(argv: list[str] | None = None) -> dict:
         help="also time, at these class counts, iterations that include the Adam step of "
         "the loss's own parameters (learned class weights; IR heads have none)",
     )
+    parser.add_argument(
+        "--unpg-floor",
+        action="store_true",
+        help="also time, for every unpg_<head>, UNPG's unavoidable part alone (the Gram matrix "
+        "and one shared column, no filter): a diagnostic row unpg_floor_<head>",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.unpg_floor:
+        args.losses += [
+            FLOOR_PREFIX + n[len("unpg_") :] for n in args.losses if n.startswith("unpg_")
+        ]
     torch.set_num_threads(args.threads)
     if "softmax" not in args.losses:
         args.losses = ["softmax", *args.losses]

@@ -42,3 +42,24 @@ def test_optimizer_step_updates_learned_weights_and_ir_heads_have_none():
     tool._iteration(softmax, features, targets, optimizer_step=True)
     assert not torch.equal(softmax.loss.classifier.weight, before)
     assert tool._build("ir_am_softmax", 5, 8, seed=0).optimizer is None
+
+
+def test_unpg_floor_rows_are_timed_against_their_head():
+    tool = load_tool()
+    argv = ["--classes", "20", "--batch", "6", "--dim", "8", "--rounds", "2", "--budget", "0.002"]
+    argv += ["--losses", "am_softmax", "unpg_am_softmax", "a_softmax", "unpg_a_softmax"]
+    results = tool.main([*argv, "--optimizer-step-classes", "--unpg-floor"])
+    table = results["losses"]["20"]
+    for head in ("am_softmax", "a_softmax"):  # a fixed scale, and SphereFace's feature norms
+        assert table[f"unpg_floor_{head}"]["x_head"] > 0
+        assert table[f"unpg_{head}"]["x_head"] > 0
+
+
+def test_unpg_floor_is_a_differentiable_loss_over_the_head():
+    tool = load_tool()
+    built = tool._build("unpg_floor_ir_am_softmax", 5, 8, seed=0)
+    assert isinstance(built.loss, tool.UNPGFloor)
+    x = torch.randn(6, 8, requires_grad=True)
+    out = built.loss(x, torch.tensor([0, 1, 2, 0, 1, 3]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and x.grad is not None and x.grad.abs().sum() > 0
