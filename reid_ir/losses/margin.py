@@ -224,12 +224,16 @@ class ArcFaceLoss(CosineMarginLoss):
         self._cos_m, self._sin_m = math.cos(self.m), math.sin(self.m)
         self._threshold = math.cos(math.pi - self.m)
 
-    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
-        sin = (1.0 - cos_target * cos_target).clamp_min(1e-12).sqrt()
-        cos_theta_m = cos_target * self._cos_m - sin * self._sin_m
+    def _psi(self, cos_target: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """cos(theta + m) = c cos m - sin(theta) sin m, or the fallback c - m sin m: (B, 1)."""
         return torch.where(
-            cos_target > self._threshold, cos_theta_m, cos_target - self.m * self._sin_m
+            cos_target <= self._threshold,
+            cos_target - self.m * self._sin_m,
+            torch.add(cos_target * self._cos_m, sin, alpha=-self._sin_m),
         )
+
+    def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+        return self._psi(cos_target, (1.0 - cos_target * cos_target).clamp_min(1e-12).sqrt())
 
     def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # d/dc [c cos m - sqrt(1 - c^2) sin m] = cos m + c sin m / sqrt(1 - c^2), where the
@@ -237,13 +241,10 @@ class ArcFaceLoss(CosineMarginLoss):
         # slope 1 on the fallback branch
         one_minus = 1.0 - cos_target * cos_target
         sin = one_minus.clamp_min(1e-12).sqrt_()
-        on_arc = cos_target > self._threshold
-        psi = torch.where(
-            on_arc, cos_target * self._cos_m - sin * self._sin_m, cos_target - self.m * self._sin_m
-        )
-        sin_slope = torch.where(one_minus > 1e-12, cos_target / sin, 0.0)
-        slope = torch.where(on_arc, sin_slope.mul_(self._sin_m).add_(self._cos_m), 1.0)
-        return psi, slope
+        slope = (cos_target / sin).masked_fill_(one_minus <= 1e-12, 0.0)
+        slope = slope.mul_(self._sin_m).add_(self._cos_m)
+        slope.masked_fill_(cos_target <= self._threshold, 1.0)
+        return self._psi(cos_target, sin), slope
 
 
 def _chebyshev_coefficients(m: int) -> list[int]:
@@ -260,8 +261,10 @@ def _chebyshev_coefficients(m: int) -> list[int]:
 
 def _horner(coefficients: list[int], x: torch.Tensor) -> torch.Tensor:
     """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule."""
-    out = torch.full_like(x, float(coefficients[0]))
-    for coef in coefficients[1:]:
+    if len(coefficients) == 1:
+        return torch.full_like(x, float(coefficients[0]))
+    out = x * float(coefficients[0]) + coefficients[1]
+    for coef in coefficients[2:]:
         out = out * x + coef
     return out
 
@@ -308,6 +311,18 @@ class ASoftmaxLoss(CosineMarginLoss):
         ]
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._iteration_host, self._iteration_key = 0, None
+        # branch k of theta in [k pi / m, (k + 1) pi / m]: with i = #{branch cosines <= c}
+        # (one bucketize), k = m - 1 - i; (-1)^k and -2k are looked up by i. Not saved
+        # in the state_dict (derived from m).
+        branch_k = [self.m - 1 - i for i in range(self.m)]
+        branch_cos = [math.cos(j * math.pi / self.m) for j in range(self.m - 1, 0, -1)]
+        self.register_buffer("_branch_cos", torch.tensor(branch_cos), persistent=False)
+        self.register_buffer(
+            "_branch_sign", torch.tensor([(-1.0) ** k for k in branch_k]), persistent=False
+        )
+        self.register_buffer(
+            "_branch_neg_2k", torch.tensor([-2.0 * k for k in branch_k]), persistent=False
+        )
 
     def _iteration_value(self) -> int:
         """The iteration count as a Python int, mirrored to avoid a device sync per step."""
@@ -322,32 +337,40 @@ class ASoftmaxLoss(CosineMarginLoss):
         lam = self.lambda_base * (1.0 + self.lambda_gamma * t) ** (-self.lambda_power)
         return max(self.lambda_min, lam)
 
-    def cos_m_theta(self, cos: torch.Tensor) -> torch.Tensor:
+    def cos_m_theta(self, cos: torch.Tensor, cos2: torch.Tensor | None = None) -> torch.Tensor:
         """cos(m theta) = T_m(cos theta), the Chebyshev polynomial, by Horner's rule in cos^2."""
-        out = _horner(self._cheb, cos * cos)
+        out = _horner(self._cheb, cos * cos if cos2 is None else cos2)
         return out * cos if self.m % 2 else out
 
     def _branch(self, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k (theta in [k pi / m, (k + 1) pi / m]) and (-1)^k, no gradient: (B, 1) each."""
-        with torch.no_grad():
-            k = torch.floor(torch.acos(cos.clamp(-1.0, 1.0)) * (self.m / math.pi))
-            return k, 1.0 - 2.0 * torch.remainder(k, 2.0)
+        """(-1)^k and -2k for theta in [k pi / m, (k + 1) pi / m], no gradient: (B, 1) each.
+
+        k = #{j in 1..m-1: cos < cos(j pi / m)}, read with one ``bucketize``
+        over the m - 1 branch cosines (three ops instead of acos, floor and
+        five more). At a branch boundary both neighbouring k give the same
+        psi and psi' (psi is C^1 there), so the side rounding picks is immaterial.
+        """
+        i = torch.bucketize(cos.detach(), self._branch_cos, right=True)
+        return self._branch_sign[i], self._branch_neg_2k[i]
+
+    def _blend(self, cos: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        """(lambda cos + psi) / (1 + lambda), lambda of the current iteration."""
+        lam = self.current_lambda()
+        return torch.add(psi, cos, alpha=lam).div_(1.0 + lam)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
-        k, sign = self._branch(cos_target)
-        psi = sign * self.cos_m_theta(cos_target) - 2.0 * k
-        lam = self.current_lambda()
-        return (lam * cos_target + psi) / (1.0 + lam)
+        sign, neg_2k = self._branch(cos_target)
+        return self._blend(cos_target, torch.addcmul(neg_2k, sign, self.cos_m_theta(cos_target)))
 
     def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, sign = self._branch(cos_target)
+        sign, neg_2k = self._branch(cos_target)
         cos2 = cos_target * cos_target
         slope = _horner(self._cheb_slope, cos2)  # T_m'(c) = m U_(m-1)(c)
         if self.m % 2 == 0:  # T_m' is odd
             slope = slope * cos_target
+        psi = torch.addcmul(neg_2k, sign, self.cos_m_theta(cos_target, cos2))
         lam = self.current_lambda()
-        psi = sign * self.cos_m_theta(cos_target) - 2.0 * k
-        return (lam * cos_target + psi) / (1.0 + lam), (sign * slope + lam) / (1.0 + lam)
+        return self._blend(cos_target, psi), (sign * slope).add_(lam).div_(1.0 + lam)
 
     def after_forward(self) -> None:
         if self.training:

@@ -192,3 +192,22 @@ def test_weight_normalized_product_matches_autograd_through_the_norms():
     want = torch.autograd.grad(ref, (x, w), grad)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+def test_sphereface_branch_lookup_equals_the_acos_floor_definition(m):
+    head = ASoftmaxLoss(3, 2, m=m).double()
+    theta = torch.linspace(0.0, math.pi, 997, dtype=torch.float64)
+    boundary = theta * m / math.pi
+    theta = theta[(boundary - boundary.round()).abs() > 1e-6].unsqueeze(1)  # off the boundaries
+    k = torch.floor(theta * m / math.pi)
+    sign, neg_2k = head._branch(torch.cos(theta))
+    assert torch.equal(sign, 1.0 - 2.0 * torch.remainder(k, 2.0))
+    assert torch.equal(neg_2k, -2.0 * k)
+    assert head._branch(torch.tensor([[1.0 + 1e-7], [-1.0 - 1e-7]], dtype=torch.float64))[
+        1
+    ].tolist() == [
+        [0.0],
+        [-2.0 * (m - 1)],
+    ]
+    assert "_branch_cos" not in head.state_dict()  # derived from m, not saved
