@@ -250,6 +250,38 @@ def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) ->
     return table
 
 
+def markdown_table(results: dict) -> str:
+    """The results of :func:`main` as one markdown table (a row per loss, columns per table)."""
+    columns = [(f"{c} classes", results["losses"][c]) for c in results["losses"]]
+    columns += [
+        (f"{c} + Adam step", table) for c, table in results.get("with_optimizer_step", {}).items()
+    ]
+    header = "| loss |" + "".join(f" {name}: ms | x softmax |" for name, _ in columns)
+    lines = [header, "|---|" + "---:|---:|" * len(columns)]
+    for loss in columns[0][1]:
+        cells = "".join(
+            f" {t[loss]['ms']:.2f} | {t[loss]['ratio']:.3f} |" if loss in t else " | |"
+            for _, t in columns
+        )
+        lines.append(f"| {loss} |{cells}")
+    heads = [(n, t) for n, t in columns if any("x_head" in row for row in t.values())]
+    if heads:
+        lines += ["", "| x head |" + "".join(f" {n} |" for n, _ in heads)]
+        lines.append("|---|" + "---:|" * len(heads))
+        for loss in columns[0][1]:
+            if "x_head" in columns[0][1][loss]:
+                cells = "".join(f" {t[loss]['x_head']:.3f} |" for _, t in heads)
+                lines.append(f"| {loss} |{cells}")
+    updates = results.get("center_update_us", {})
+    if updates:
+        lines += [
+            "",
+            "center update: "
+            + ", ".join(f"{us:.0f} us at {c} classes" for c, us in updates.items()),
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, nargs="+", default=[751, 100_000])
@@ -262,6 +294,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--json", type=str, default="", help="also write the results here")
+    parser.add_argument(
+        "--markdown", type=str, default="", help="also write the tables here, as markdown"
+    )
     parser.add_argument(
         "--optimizer-step-classes",
         type=int,
@@ -336,6 +371,8 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("\nload average after: %.2f %.2f %.2f", *results["load_after"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(results))
     return results
 
 

@@ -20,8 +20,12 @@ def test_benchmark_reports_a_ratio_for_every_loss_and_the_center_update(tmp_path
     out = tmp_path / "bench.json"
     argv = ["--classes", "20", "50", "--batch", "4", "--dim", "8", "--rounds", "2"]
     argv += ["--optimizer-step-classes", "20"]
-    results = tool.main([*argv, "--budget", "0.002", "--json", str(out)])
+    md = tmp_path / "bench.md"
+    results = tool.main([*argv, "--budget", "0.002", "--json", str(out), "--markdown", str(md)])
     assert out.is_file()
+    table_text = md.read_text()
+    assert "| ir_arcface |" in table_text and "20 + Adam step" in table_text
+    assert "| unpg_am_softmax |" in table_text.split("| x head |")[1]
     for num_classes in ("20", "50"):
         table = results["losses"][num_classes]
         assert set(table) == set(tool.DEFAULT_LOSSES)
