@@ -28,6 +28,8 @@ Example::
     python tools/benchmark_losses.py --classes 751 --rounds 9 --json out.json
     python tools/benchmark_losses.py --classes 751 --optimizer-step-classes \
         --losses softmax am_softmax unpg_am_softmax --unpg-floor   # + UNPG's unavoidable part
+    python tools/benchmark_losses.py --classes 751 --optimizer-step-classes \
+        --losses softmax am_softmax unpg_am_softmax --small-arrays-ab  # numpy vs torch filter
 
 Targets (issue 5): IR heads <= 1.05x softmax at 751 classes; the center update
 at 100,000 classes <= 1.5x its time at 751. (issue 6): each ``unpg_<head>`` <=
@@ -51,7 +53,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reid_ir.losses import build_loss  # noqa: E402
+from reid_ir.losses import build_loss, fused  # noqa: E402
 from reid_ir.losses.base import LossOutput  # noqa: E402
 from reid_ir.losses.centers import CenterBank  # noqa: E402
 from reid_ir.losses.fused import unit_rows_with_grad  # noqa: E402
@@ -111,9 +113,16 @@ class _Built(NamedTuple):
     hooks: list
     trainer: _Trainer
     optimizer: torch.optim.Optimizer | None  # Adam over the loss's own parameters, if any
+    small_arrays_in_numpy: bool = True  # False: the torch path GPUs take (``--small-arrays-ab``)
+
+
+#: Suffix of the rows added by ``--small-arrays-ab``: the loss with its small arrays in torch.
+TORCH_ARRAYS_SUFFIX = ":torch-arrays"
 
 
 def _build(name: str, num_classes: int, dim: int, seed: int) -> _Built:
+    in_numpy = not name.endswith(TORCH_ARRAYS_SUFFIX)
+    name = name.removesuffix(TORCH_ARRAYS_SUFFIX)
     torch.manual_seed(seed)
     counts = torch.randint(1, 50, (num_classes,))
     floor = name.startswith(FLOOR_PREFIX)
@@ -136,11 +145,12 @@ def _build(name: str, num_classes: int, dim: int, seed: int) -> _Built:
         hook.trainer = trainer
     params = [p for p in loss.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=3e-4) if params else None
-    return _Built(loss, hooks, trainer, optimizer)
+    return _Built(loss, hooks, trainer, optimizer, in_numpy)
 
 
 def _iteration(built: _Built, features, targets, optimizer_step: bool = False) -> None:
     """Forward + backward (+ the Adam step of the loss's parameters) + hooks' ``after_step``."""
+    fused.SMALL_ARRAYS_IN_NUMPY = built.small_arrays_in_numpy
     x = features.detach().requires_grad_(True)
     out = built.loss(x, targets)
     out.loss.backward()
@@ -237,7 +247,7 @@ def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) ->
         if name.startswith(FLOOR_PREFIX):
             head, what = name[len(FLOOR_PREFIX) :], "UNPG floor   "
         elif name.startswith("unpg_"):
-            head, what = name[len("unpg_") :], "UNPG overhead"
+            head, what = name[len("unpg_") :].removesuffix(TORCH_ARRAYS_SUFFIX), "UNPG overhead"
         else:
             continue
         if head not in samples:
@@ -311,12 +321,19 @@ def main(argv: list[str] | None = None) -> dict:
         help="also time, for every unpg_<head>, UNPG's unavoidable part alone (the Gram matrix "
         "and one shared column, no filter): a diagnostic row unpg_floor_<head>",
     )
+    parser.add_argument(
+        "--small-arrays-ab",
+        action="store_true",
+        help="also time every unpg_<head> with its small (N, N) arrays in torch (the GPU path) "
+        "instead of numpy: rows unpg_<head>:torch-arrays, compared in the same rounds",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    unpg = [n for n in args.losses if n.startswith("unpg_") and not n.startswith(FLOOR_PREFIX)]
     if args.unpg_floor:
-        args.losses += [
-            FLOOR_PREFIX + n[len("unpg_") :] for n in args.losses if n.startswith("unpg_")
-        ]
+        args.losses += [FLOOR_PREFIX + n[len("unpg_") :] for n in unpg]
+    if args.small_arrays_ab:
+        args.losses += [n + TORCH_ARRAYS_SUFFIX for n in unpg]
     torch.set_num_threads(args.threads)
     if "softmax" not in args.losses:
         args.losses = ["softmax", *args.losses]

@@ -67,3 +67,20 @@ def test_unpg_floor_is_a_differentiable_loss_over_the_head():
     out = built.loss(x, torch.tensor([0, 1, 2, 0, 1, 3]))
     out.loss.backward()
     assert torch.isfinite(out.loss) and x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_small_arrays_ab_times_the_torch_path_in_the_same_rounds_and_restores_numpy():
+    tool = load_tool()
+    argv = ["--classes", "20", "--batch", "6", "--dim", "8", "--rounds", "2", "--budget", "0.002"]
+    argv += ["--losses", "am_softmax", "unpg_am_softmax", "--optimizer-step-classes"]
+    table = tool.main([*argv, "--small-arrays-ab", "--unpg-floor"])["losses"]["20"]
+    assert set(table) == {
+        "softmax",
+        "am_softmax",
+        "unpg_am_softmax",
+        "unpg_floor_am_softmax",
+        "unpg_am_softmax:torch-arrays",
+    }
+    assert table["unpg_am_softmax:torch-arrays"]["x_head"] > 0
+    tool._iteration(tool._build("am_softmax", 5, 8, 0), torch.randn(6, 8), torch.arange(6) % 5)
+    assert tool.fused.SMALL_ARRAYS_IN_NUMPY  # a numpy-path loss sets the flag back
