@@ -354,7 +354,7 @@ class UNPGLoss(ReidLoss):
         self.head.after_forward()  # e.g. SphereFace's annealing step count
         terms = {
             "unpg_negatives": features.new_tensor(float(num_neg)),
-            "unpg_kept": features.new_tensor(num_kept)
+            "unpg_kept": features.new_tensor(float(num_kept))
             if isinstance(num_kept, int)
             else num_kept.to(features.dtype),
         }

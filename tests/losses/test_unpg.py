@@ -90,6 +90,7 @@ def test_loss_and_gradients_equal_direct_formula(name, small_arrays):
         torch.testing.assert_close(p.grad, q.grad)
     assert out.logits.shape == (12, 5)
     assert int(out.terms["unpg_negatives"]) == num_neg and int(out.terms["unpg_kept"]) == num_kept
+    assert all(t.dtype == x1.dtype and t.dim() == 0 for t in out.terms.values())
 
 
 def test_whisker_drops_outliers_on_a_case_with_known_quartiles():
