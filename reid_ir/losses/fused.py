@@ -119,13 +119,14 @@ class SmallArrays:
     but in a whole training step (cold caches after the big products) both
     cost several times that, so numpy pays only where it saves many ops for
     few conversions. Measured in whole steps, interleaved with the torch path
-    (200 rounds): UNPG's pair filter and masked log-sum-exp (~25 ops on the
-    (N, N) Gram matrix, whose torch quartiles take two ``kthvalue``) are 5-7%
-    of a step faster in numpy, so :class:`MaskedLogSumExp` and
-    ``reid_ir.losses.unpg`` use it. Not used where it did not pay: ArcFace's
-    and SphereFace's margins in numpy (~20 ops on B values) were no faster,
-    and MarginCrossEntropy's (B,)-sized row math in numpy (~15 ops, ~18
-    conversions) was 6% slower for ir_am_softmax. Elsewhere (or with
+    (``tools/benchmark_losses.py --small-arrays-ab``): UNPG's pair filter and
+    masked log-sum-exp (~25 ops on the (N, N) Gram matrix, whose torch
+    quartiles take two ``kthvalue``) in numpy cut UNPG's overhead over its
+    head from 1.26-1.34x to 1.23-1.28x, so :class:`MaskedLogSumExp` and
+    ``reid_ir.losses.unpg`` use it. Not used where it did not pay (measured
+    and reverted): ArcFace's and SphereFace's margins in numpy (~20 ops on B
+    values) were no faster, and MarginCrossEntropy's (B,)-sized row math in
+    numpy (~15 ops, ~18 conversions) was 6% slower for ir_am_softmax. Elsewhere (or with
     :data:`SMALL_ARRAYS_IN_NUMPY` off) the same code runs on the tensors
     (``xp`` is ``numpy`` or ``torch``).
 
