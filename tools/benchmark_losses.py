@@ -6,9 +6,10 @@ Losses are measured in interleaved rounds (every loss once per round, in a
 rotating order) so that load from other processes hits all of them alike.
 Rounds are short (``--budget``, default 10 ms per loss: a few iterations) and
 many (``--rounds``, default 101): on the shared 2-core VM this was measured
-on, the speed of the machine drifts by up to 1.5x over periods of seconds, so
-long blocks (the earlier default, 0.25 s) put the losses of one round in
-different periods and moved the ratios by +-0.05 between runs; short blocks
+on, the machine's speed drifts over seconds to minutes (softmax's own median
+moved between 1.75 and 2.76 ms per iteration across runs), so long blocks
+(the earlier default, 0.25 s) put the losses of one round in different
+periods and moved the ratios by +-0.05 between runs; short blocks
 also run each loss with the caches the other losses left, as in training,
 where the backbone's forward and backward run between two loss steps.
 Times are this process's CPU time (``time.process_time``; with one thread that
@@ -150,10 +151,13 @@ def _build(name: str, num_classes: int, dim: int, seed: int) -> _Built:
 
 def _iteration(built: _Built, features, targets, optimizer_step: bool = False) -> None:
     """Forward + backward (+ the Adam step of the loss's parameters) + hooks' ``after_step``."""
-    fused.SMALL_ARRAYS_IN_NUMPY = built.small_arrays_in_numpy
-    x = features.detach().requires_grad_(True)
-    out = built.loss(x, targets)
-    out.loss.backward()
+    fused.SMALL_ARRAYS_IN_NUMPY = built.small_arrays_in_numpy  # the backward reads it too
+    try:
+        x = features.detach().requires_grad_(True)
+        out = built.loss(x, targets)
+        out.loss.backward()
+    finally:
+        fused.SMALL_ARRAYS_IN_NUMPY = True
     if optimizer_step and built.optimizer is not None:
         built.optimizer.step()
     built.trainer.step_outputs = {"features": x.detach(), "targets": targets, "output": out}

@@ -82,5 +82,11 @@ def test_small_arrays_ab_times_the_torch_path_in_the_same_rounds_and_restores_nu
         "unpg_am_softmax:torch-arrays",
     }
     assert table["unpg_am_softmax:torch-arrays"]["x_head"] > 0
-    tool._iteration(tool._build("am_softmax", 5, 8, 0), torch.randn(6, 8), torch.arange(6) % 5)
-    assert tool.fused.SMALL_ARRAYS_IN_NUMPY  # a numpy-path loss sets the flag back
+    assert tool.fused.SMALL_ARRAYS_IN_NUMPY  # restored after every torch-path iteration
+    seen = []
+    built = tool._build("unpg_am_softmax:torch-arrays", 5, 8, 0)
+    assert not built.small_arrays_in_numpy
+    forward = built.loss.forward
+    built.loss.forward = lambda *a: seen.append(tool.fused.SMALL_ARRAYS_IN_NUMPY) or forward(*a)
+    tool._iteration(built, torch.randn(6, 8), torch.arange(6) % 5)
+    assert seen == [False] and tool.fused.SMALL_ARRAYS_IN_NUMPY
