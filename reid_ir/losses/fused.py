@@ -12,14 +12,20 @@ torch counterpart with fewer ops; each is checked by ``gradcheck`` in
 * :class:`MarginCrossEntropy` -- a cosine head's loss, the margin on the target
   class differentiated through the head's analytic slope ``psi'``, optionally
   with one extra column shared by every row (UNPG's negatives);
+* :class:`NormScaledMarginCrossEntropy` -- the same with the feature norm as
+  the scale and fixed unit class weights (IR-A-Softmax), the product and the
+  norm inside;
 * :class:`MaskedLogSumExp` -- log-sum-exp over the masked entries of a matrix
   (UNPG's kept negative pairs);
 * :class:`SmallArrays` -- numpy views of CPU tensors for the parts where numpy
-  measurably beats eager torch (UNPG's (N, N) filter), the tensors elsewhere.
+  measurably beats eager torch (UNPG's (N, N) filter), the tensors elsewhere;
+* :func:`constant` -- cached 0-d tensors for the numbers in binary ops on small
+  tensors (``x * 2.0`` pays for a new tensor made from the number each call).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -28,6 +34,27 @@ import torch
 
 #: Norm clamp of :class:`UnitRows` and :class:`WeightNormalizedProduct` (as ``F.normalize``).
 EPS = 1e-12
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant(value: float, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(value, dtype=dtype)
+
+
+def constant(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a cached 0-d CPU tensor of ``like``'s dtype: the operand for a number.
+
+    In ``x * 2.0``, ``x - m`` or ``x <= t`` torch wraps the Python number in a
+    new 0-d tensor on every call: measured on these CPUs, ``x * 2.0`` on (64, 1)
+    values takes ~5.5 us and ``x * constant(2.0, x)`` ~1.7 us (the op itself).
+    The values are the same: the kernel reads the number in ``x``'s dtype either
+    way. A CPU 0-d tensor is a scalar operand for CUDA tensors too. Where the
+    op has a number argument (``alpha=``, ``value=``, ``clamp_min``,
+    ``masked_fill_``, ``lerp``'s weight) no tensor is made and none is needed.
+    The cached tensors are shared: never write into one. Only for numbers
+    fixed by a head's configuration (a few per head), not per-step values.
+    """
+    return _constant(float(value), like.dtype)
 
 
 class UnitRows(torch.autograd.Function):
@@ -50,9 +77,9 @@ class UnitRows(torch.autograd.Function):
         norm = x.norm(dim=1, keepdim=True)
         denom = norm.clamp_min(EPS)
         if scale != 1.0:
-            denom = denom / scale
+            denom = denom / constant(scale, denom)
         y = x / denom
-        ctx.save_for_backward(y, denom, norm > EPS)
+        ctx.save_for_backward(y, denom, norm > constant(EPS, norm))
         ctx.inv_scale2 = 1.0 / (scale * scale)
         return y
 
@@ -187,40 +214,105 @@ class MarginCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, scaled_cos, targets, scale, head, extra=None) -> torch.Tensor:
-        index = targets.unsqueeze(1)  # (B, 1); gather checks it is in [0, C)
-        cos = scaled_cos.gather(1, index).div_(scale)  # (B, 1)
-        psi, slope = head.margin_and_slope(cos)
-        target_logit = (scale * psi).view(-1)  # u (B,)
-        peak = torch.maximum(scaled_cos.amax(1), target_logit)  # >= every term of the row
-        if extra is not None:
-            peak = torch.maximum(peak, extra)
-        exps = (scaled_cos - peak.unsqueeze(1)).exp_()  # (B, C)
-        exps.scatter_(1, index, (target_logit - peak).exp_().unsqueeze(1))
-        total = exps.sum(1)  # (B,)
-        extra_exp = None
-        if extra is not None:
-            extra_exp = (extra - peak).exp_()
-            total.add_(extra_exp)
-        ctx.save_for_backward(exps, total, index, slope, cos, psi, extra_exp)
+        loss, saved = _margin_ce_forward(scaled_cos, targets, scale, head, extra)
+        ctx.save_for_backward(*saved)
         ctx.scale_is_tensor = isinstance(scale, torch.Tensor)
         ctx.extra_is_scalar = extra is not None and extra.dim() == 0
-        return (total.log() + peak - target_logit).mean()
+        return loss
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        exps, total, index, slope, cos, psi, extra_exp = ctx.saved_tensors
-        weight = grad / exps.shape[0]
-        row_weight = weight / total  # (B,)
-        grad_z = exps * row_weight.unsqueeze(1)  # w p
-        target_grad = grad_z.gather(1, index).sub_(weight)  # w (p_iy - 1), (B, 1)
-        grad_s = grad_e = None
-        if ctx.scale_is_tensor and ctx.needs_input_grad[2]:
-            grad_s = target_grad * (psi - cos * slope)
-        grad_z.scatter_(1, index, target_grad.mul_(slope))
-        if extra_exp is not None and ctx.needs_input_grad[4]:
-            share = extra_exp * row_weight
-            grad_e = share.sum() if ctx.extra_is_scalar else share
+        want_scale = ctx.scale_is_tensor and ctx.needs_input_grad[2]
+        grad_z, grad_s, grad_e = _margin_ce_backward(
+            grad, ctx.saved_tensors, want_scale, ctx.extra_is_scalar, ctx.needs_input_grad[4]
+        )
         return grad_z, None, grad_s, None, grad_e
+
+
+def _margin_ce_forward(scaled_cos, targets, scale, head, extra) -> tuple[torch.Tensor, tuple]:
+    """:class:`MarginCrossEntropy`'s forward: the loss and the tensors its backward reads."""
+    index = targets.unsqueeze(1)  # (B, 1); gather checks it is in [0, C)
+    scale_operand = scale if isinstance(scale, torch.Tensor) else constant(scale, scaled_cos)
+    cos = scaled_cos.gather(1, index).div_(scale_operand)  # (B, 1)
+    psi, slope = head.margin_and_slope(cos)
+    target_logit = (psi * scale_operand).view(-1)  # u (B,)
+    peak = torch.maximum(scaled_cos.amax(1), target_logit)  # >= every term of the row
+    if extra is not None:
+        peak = torch.maximum(peak, extra)
+    exps = (scaled_cos - peak.unsqueeze(1)).exp_()  # (B, C)
+    exps.scatter_(1, index, (target_logit - peak).exp_().unsqueeze(1))
+    total = exps.sum(1)  # (B,)
+    extra_exp = None
+    if extra is not None:
+        extra_exp = (extra - peak).exp_()
+        total.add_(extra_exp)
+    loss = (total.log() + peak - target_logit).mean()
+    return loss, (exps, total, index, slope, cos, psi, extra_exp)
+
+
+def _margin_ce_backward(
+    grad: torch.Tensor, saved: tuple, want_scale: bool, extra_is_scalar: bool, want_extra: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """:class:`MarginCrossEntropy`'s backward: grad_z (B, C), grad_s (B, 1) and grad_e, or None."""
+    exps, total, index, slope, cos, psi, extra_exp = saved
+    weight = grad / constant(exps.shape[0], grad)
+    row_weight = weight / total  # (B,)
+    grad_z = exps * row_weight.unsqueeze(1)  # w p
+    target_grad = grad_z.gather(1, index).sub_(weight)  # w (p_iy - 1), (B, 1)
+    grad_s = grad_e = None
+    if want_scale:
+        grad_s = target_grad * (psi - cos * slope)
+    grad_z.scatter_(1, index, target_grad.mul_(slope))
+    if extra_exp is not None and want_extra:
+        share = extra_exp * row_weight
+        grad_e = share.sum() if extra_is_scalar else share
+    return grad_z, grad_s, grad_e
+
+
+class NormScaledMarginCrossEntropy(torch.autograd.Function):
+    """:class:`MarginCrossEntropy` with s = |x| and fixed unit class weights, from the features.
+
+    The original SphereFace logits ``|x_i| psi(cos theta_ij)`` with weights
+    that get no gradient (IR-A-Softmax's normalised centers W)::
+
+        z = x @ W^T        (B, C) = |x_i| cos_ij, as |W_j| = 1
+        s = max(|x|, eps)  (B, 1)
+        loss = MarginCrossEntropy(z, y, s, head, e)
+
+    Backward, with grad_z and grad_s from :class:`MarginCrossEntropy`::
+
+        grad_x = grad_z @ W + x grad_s / s    one product, one fused pass
+
+    (autograd would run the product's and the norm's backward as two nodes and
+    add their results in a third op). A zero row (s clamped at eps) gets
+    cosines 0 and the gradient ``grad_z @ W``, not the NaN of 0 / 0.
+
+    Args (of ``apply``): x (B, D); W (C, D) unit rows, no gradient; y (B,); a
+    head with ``margin_and_slope``; e (0-d or (B,)) or None.
+
+    Returns:
+        The loss (0-d) and z (B, C), the scaled cosines without margin (not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x, unit_weight, targets, head, extra=None):
+        # (B, 1); clamped so a zero row has cosines 0, not 0 / 0 (its logits are 0 either way)
+        norm = x.norm(dim=1, keepdim=True).clamp_min_(EPS)
+        scaled_cos = x @ unit_weight.t()  # (B, C)
+        loss, saved = _margin_ce_forward(scaled_cos, targets, norm, head, extra)
+        ctx.save_for_backward(x, unit_weight, norm, *saved)
+        ctx.extra_is_scalar = extra is not None and extra.dim() == 0
+        ctx.mark_non_differentiable(scaled_cos)
+        return loss, scaled_cos
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _grad_scaled_cos: torch.Tensor | None):
+        x, unit_weight, norm, *saved = ctx.saved_tensors
+        grad_z, grad_s, grad_e = _margin_ce_backward(
+            grad, saved, True, ctx.extra_is_scalar, ctx.needs_input_grad[4]
+        )
+        grad_x = torch.addcmul(grad_z @ unit_weight, x, grad_s / norm)
+        return grad_x, None, None, None, grad_e
 
 
 class MaskedLogSumExp(torch.autograd.Function):

@@ -61,6 +61,10 @@ class CenterWeights:
         """(C, D) tracked class centers (the class weights)."""
         return self.bank.centers
 
+    def fixed_unit_weight(self) -> torch.Tensor:
+        """(C, D) the (cached) unit-norm centers: the class weights, without gradient."""
+        return self.bank.unit_centers()
+
     def unit_cosines(self, unit_features: torch.Tensor) -> torch.Tensor:
         """(B, C) cosines of unit-norm (B, D) features with the (cached) unit-norm centers."""
         return unit_features @ self.bank.unit_centers().t()

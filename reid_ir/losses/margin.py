@@ -41,7 +41,13 @@ import torch
 from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
-from reid_ir.losses.fused import MarginCrossEntropy, WeightNormalizedProduct, unit_rows_with_grad
+from reid_ir.losses.fused import (
+    MarginCrossEntropy,
+    NormScaledMarginCrossEntropy,
+    WeightNormalizedProduct,
+    constant,
+    unit_rows_with_grad,
+)
 from reid_ir.losses.registry import LOSSES
 
 
@@ -71,6 +77,10 @@ class CosineMarginLoss(ReidLoss):
     def class_weight(self) -> torch.Tensor:
         """(C, D) class weight vectors (un-normalised)."""
         return self.weight
+
+    def fixed_unit_weight(self) -> torch.Tensor | None:
+        """(C, D) unit-norm class weights that get no gradient, or None (learned weights here)."""
+        return None
 
     def unit_cosines(self, unit_features: torch.Tensor) -> torch.Tensor:
         """(B, C) cosines of already L2-normalised (B, D) features with every class weight.
@@ -125,7 +135,10 @@ class CosineMarginLoss(ReidLoss):
         Computed without materialising the unscaled cosines (the scale goes
         into the (B, D) features: ``unit_cosines`` is linear) and with the
         margin, the softmax and the cross-entropy in one autograd function
-        (:class:`~reid_ir.losses.fused.MarginCrossEntropy`).
+        (:class:`~reid_ir.losses.fused.MarginCrossEntropy`); with the feature
+        norm as the scale and weights without gradient (IR-A-Softmax) the
+        product and the norm go into it too
+        (:class:`~reid_ir.losses.fused.NormScaledMarginCrossEntropy`).
 
         Args:
             features: (B, D) embeddings.
@@ -137,6 +150,9 @@ class CosineMarginLoss(ReidLoss):
         Returns:
             The loss (0-d) and the (B, C) scaled cosines without the margin.
         """
+        if self.scale is None and (fixed := self.fixed_unit_weight()) is not None:
+            # s_i = |x_i| and weights without gradient (IR): product and norm in one function
+            return NormScaledMarginCrossEntropy.apply(features, fixed, targets, self, extra)
         scale = self.logit_scale(features)
         if self.scale is None:  # s_i = |x_i|, so s_i x_i / |x_i| = x_i
             scaled_cos = self.unit_cosines(features)
@@ -197,10 +213,10 @@ class AMSoftmaxLoss(CosineMarginLoss):
         self.m = float(m)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
-        return cos_target - self.m
+        return cos_target - constant(self.m, cos_target)
 
     def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return cos_target - self.m, torch.ones_like(cos_target)
+        return self.target_margin(cos_target), torch.ones_like(cos_target)
 
 
 class ArcFaceLoss(CosineMarginLoss):
@@ -224,27 +240,41 @@ class ArcFaceLoss(CosineMarginLoss):
         self._cos_m, self._sin_m = math.cos(self.m), math.sin(self.m)
         self._threshold = math.cos(math.pi - self.m)
 
-    def _psi(self, cos_target: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """cos(theta + m) = c cos m - sin(theta) sin m, or the fallback c - m sin m: (B, 1)."""
-        return torch.where(
-            cos_target <= self._threshold,
-            cos_target - self.m * self._sin_m,
-            torch.add(cos_target * self._cos_m, sin, alpha=-self._sin_m),
-        )
+    def _psi(
+        self, cos_target: torch.Tensor, sin: torch.Tensor, fallback: torch.Tensor
+    ) -> torch.Tensor:
+        """cos(theta + m) = c cos m - sin(theta) sin m, or c - m sin m where ``fallback``: (B, 1).
+
+        The numbers enter as cached 0-d tensors or ``alpha=`` arguments
+        (:func:`~reid_ir.losses.fused.constant`), never as wrapped Python numbers.
+        """
+        plain = torch.add(cos_target * constant(self._cos_m, cos_target), sin, alpha=-self._sin_m)
+        shifted = torch.add(cos_target, constant(-1.0, cos_target), alpha=self.m * self._sin_m)
+        return torch.where(fallback, shifted, plain)
+
+    def _fallback(self, cos_target: torch.Tensor) -> torch.Tensor:
+        """(B, 1) bool: theta + m > pi, where the fallback c - m sin m applies."""
+        return cos_target <= constant(self._threshold, cos_target)
+
+    def _one_minus_square(self, cos_target: torch.Tensor) -> torch.Tensor:
+        """1 - c^2 = sin^2 theta: (B, 1)."""
+        return torch.addcmul(constant(1.0, cos_target), cos_target, cos_target, value=-1.0)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
-        return self._psi(cos_target, (1.0 - cos_target * cos_target).clamp_min(1e-12).sqrt())
+        sin = self._one_minus_square(cos_target).clamp_min(1e-12).sqrt()
+        return self._psi(cos_target, sin, self._fallback(cos_target))
 
     def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # d/dc [c cos m - sqrt(1 - c^2) sin m] = cos m + c sin m / sqrt(1 - c^2), where the
         # clamp of 1 - c^2 is inactive (autograd's derivative through the clamp is 0 there);
         # slope 1 on the fallback branch
-        one_minus = 1.0 - cos_target * cos_target
+        one_minus = self._one_minus_square(cos_target)
         sin = one_minus.clamp_min(1e-12).sqrt_()
-        slope = (cos_target / sin).masked_fill_(one_minus <= 1e-12, 0.0)
-        slope = slope.mul_(self._sin_m).add_(self._cos_m)
-        slope.masked_fill_(cos_target <= self._threshold, 1.0)
-        return self._psi(cos_target, sin), slope
+        ratio = (cos_target / sin).masked_fill_(one_minus <= constant(1e-12, one_minus), 0.0)
+        slope = torch.add(constant(self._cos_m, ratio), ratio, alpha=self._sin_m)
+        fallback = self._fallback(cos_target)
+        slope.masked_fill_(fallback, 1.0)
+        return self._psi(cos_target, sin, fallback), slope
 
 
 def _chebyshev_coefficients(m: int) -> list[int]:
@@ -263,9 +293,10 @@ def _horner(coefficients: list[int], x: torch.Tensor) -> torch.Tensor:
     """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule."""
     if len(coefficients) == 1:
         return torch.full_like(x, float(coefficients[0]))
-    out = x * float(coefficients[0]) + coefficients[1]
+    # c_0 x + c_1, then out x + c_j: one op per coefficient, the numbers as cached 0-d tensors
+    out = torch.add(constant(coefficients[1], x), x, alpha=coefficients[0])
     for coef in coefficients[2:]:
-        out = out * x + coef
+        out = torch.addcmul(constant(coef, x), out, x)
     return out
 
 
@@ -326,9 +357,10 @@ class ASoftmaxLoss(CosineMarginLoss):
 
     def _iteration_value(self) -> int:
         """The iteration count as a Python int, mirrored to avoid a device sync per step."""
-        key = (self.iteration.data_ptr(), self.iteration._version)
+        iteration = self._buffers["iteration"]  # (a dict read; module attribute lookup is slower)
+        key = (iteration.data_ptr(), iteration._version)
         if key != self._iteration_key:  # changed from outside (load_state_dict, .to(), fill_)
-            self._iteration_host, self._iteration_key = int(self.iteration), key
+            self._iteration_host, self._iteration_key = int(iteration), key
         return self._iteration_host
 
     def current_lambda(self) -> float:
@@ -350,17 +382,30 @@ class ASoftmaxLoss(CosineMarginLoss):
         five more). At a branch boundary both neighbouring k give the same
         psi and psi' (psi is C^1 there), so the side rounding picks is immaterial.
         """
-        i = torch.bucketize(cos.detach(), self._branch_cos, right=True)
-        return self._branch_sign[i], self._branch_neg_2k[i]
+        buffers = self._buffers  # one dict for three reads (module attribute lookup is slower)
+        i = torch.bucketize(cos.detach(), buffers["_branch_cos"], right=True)
+        return torch.take(buffers["_branch_sign"], i), torch.take(buffers["_branch_neg_2k"], i)
 
-    def _blend(self, cos: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-        """(lambda cos + psi) / (1 + lambda), lambda of the current iteration."""
-        lam = self.current_lambda()
-        return torch.add(psi, cos, alpha=lam).div_(1.0 + lam)
+    def _blend_weight(self) -> float:
+        """w = 1 / (1 + lambda) at the current iteration."""
+        return 1.0 / (1.0 + self.current_lambda())
+
+    @staticmethod
+    def _blend(
+        cos: torch.Tensor, sign: torch.Tensor, neg_2k: torch.Tensor, cos_m: torch.Tensor, w: float
+    ) -> torch.Tensor:
+        """(lambda cos + (-1)^k cos(m theta) - 2k) / (1 + lambda), with w = 1 / (1 + lambda).
+
+        Written as ``cos + w (-2k - cos) + w (-1)^k cos(m theta)``: lambda
+        changes every step, so it enters only as ``alpha=`` / ``value=``
+        numbers (no new tensor per step).
+        """
+        return torch.add(cos, neg_2k - cos, alpha=w).addcmul_(sign, cos_m, value=w)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         sign, neg_2k = self._branch(cos_target)
-        return self._blend(cos_target, torch.addcmul(neg_2k, sign, self.cos_m_theta(cos_target)))
+        cos_m = self.cos_m_theta(cos_target)
+        return self._blend(cos_target, sign, neg_2k, cos_m, self._blend_weight())
 
     def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sign, neg_2k = self._branch(cos_target)
@@ -368,16 +413,19 @@ class ASoftmaxLoss(CosineMarginLoss):
         slope = _horner(self._cheb_slope, cos2)  # T_m'(c) = m U_(m-1)(c)
         if self.m % 2 == 0:  # T_m' is odd
             slope = slope * cos_target
-        psi = torch.addcmul(neg_2k, sign, self.cos_m_theta(cos_target, cos2))
-        lam = self.current_lambda()
-        return self._blend(cos_target, psi), (sign * slope).add_(lam).div_(1.0 + lam)
+        w = self._blend_weight()
+        psi = self._blend(cos_target, sign, neg_2k, self.cos_m_theta(cos_target, cos2), w)
+        # (lambda + (-1)^k T_m'(c)) / (1 + lambda) = 1 + w ((-1)^k T_m'(c) - 1)
+        one = constant(1.0, slope)
+        return psi, torch.addcmul(one, sign, slope, value=w).sub_(one, alpha=w)
 
     def after_forward(self) -> None:
         if self.training:
             t = self._iteration_value()
-            self.iteration += 1
+            iteration = self._buffers["iteration"]
+            iteration += 1
             self._iteration_host = t + 1
-            self._iteration_key = (self.iteration.data_ptr(), self.iteration._version)
+            self._iteration_key = (iteration.data_ptr(), iteration._version)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, m={self.m}"

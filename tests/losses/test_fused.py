@@ -11,7 +11,9 @@ from reid_ir.losses.centers import CenterBank, unit_rows
 from reid_ir.losses.fused import (
     MarginCrossEntropy,
     MaskedLogSumExp,
+    NormScaledMarginCrossEntropy,
     UnitRows,
+    constant,
 )
 from reid_ir.losses.margin import AMSoftmaxLoss, ArcFaceLoss, ASoftmaxLoss, CosineMarginLoss
 
@@ -144,6 +146,66 @@ def test_margin_cross_entropy_passes_gradcheck(small_arrays):
     )
 
 
+def _norm_scaled_inputs(extra_kind, seed=50):
+    g = _gen(seed)
+    batch, num_classes, dim = 10, 6, 4
+    x = torch.randn(batch, dim, dtype=torch.float64, generator=g) * 3
+    w = F.normalize(torch.randn(num_classes, dim, dtype=torch.float64, generator=g), dim=1)
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+    extra = {
+        "none": None,
+        "shared": torch.tensor(2.0, dtype=torch.float64),
+        "per_row": torch.randn(batch, dtype=torch.float64, generator=g),
+    }[extra_kind]
+    if extra is not None:
+        extra.requires_grad_(True)
+    return x.requires_grad_(True), w, y, extra
+
+
+@pytest.mark.parametrize("name", ["a_softmax_m4", "a_softmax_m3", "am_softmax"])
+@pytest.mark.parametrize("extra_kind", ["none", "shared", "per_row"])
+def test_norm_scaled_margin_ce_equals_margin_ce_over_autograd_product_and_norm(name, extra_kind):
+    head = HEADS[name]().double()
+    x, w, y, extra = _norm_scaled_inputs(extra_kind)
+    out, scaled_cos = NormScaledMarginCrossEntropy.apply(x, w, y, head, extra)
+    xr = x.detach().clone().requires_grad_(True)
+    ref_z = xr @ w.t()
+    ref = MarginCrossEntropy.apply(ref_z, y, xr.norm(dim=1, keepdim=True), head, extra)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(scaled_cos, ref_z.detach(), rtol=1e-12, atol=0.0)
+    assert not scaled_cos.requires_grad  # logits for accuracy only
+    inputs = [x] + ([extra] if extra is not None else [])
+    ref_inputs = [xr] + ([extra] if extra is not None else [])
+    grad_out = torch.tensor(0.8, dtype=torch.float64)
+    got = torch.autograd.grad(out, inputs, grad_out)
+    want = torch.autograd.grad(ref, ref_inputs, grad_out)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_norm_scaled_margin_ce_passes_gradcheck_and_a_zero_row_gets_a_finite_gradient():
+    head = HEADS["a_softmax_m4"]().double()
+    head.iteration.fill_(500)
+    x, w, y, extra = _norm_scaled_inputs("per_row", seed=51)
+    assert torch.autograd.gradcheck(
+        lambda a, e: NormScaledMarginCrossEntropy.apply(a, w, y, head, e)[0], (x, extra)
+    )
+    x0 = x.detach().clone()
+    x0[2] = 0.0
+    x0.requires_grad_(True)
+    (g,) = torch.autograd.grad(NormScaledMarginCrossEntropy.apply(x0, w, y, head, None)[0], x0)
+    assert torch.isfinite(g).all()
+
+
+def test_constant_is_a_cached_0d_tensor_of_the_dtype_and_gives_the_python_number_result():
+    x = torch.randn(7, 1, generator=_gen(52))
+    c = constant(0.35, x)
+    assert c.dim() == 0 and c.dtype == torch.float32 and constant(0.35, x) is c
+    assert constant(0.35, x.double()).dtype == torch.float64
+    assert torch.equal(x - c, x - 0.35) and torch.equal(x * constant(30.0, x), x * 30.0)
+    assert torch.equal(x <= constant(0.1, x), x <= 0.1)
+
+
 @pytest.mark.parametrize("name", ["am_softmax", "ir_arcface", "unpg_am_softmax"])
 def test_a_label_outside_the_classes_raises_instead_of_reading_another_row(name, small_arrays):
     loss = build_loss(name, num_classes=5, feat_dim=4)
@@ -172,6 +234,25 @@ def test_center_bank_unit_cache_equals_a_full_recompute_after_index_copy_updates
         x, y = torch.randn(8, 6, generator=g), torch.randint(0, 11, (8,), generator=g)
         bank.update(x, y, "ema", 0.7)
         assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
+
+
+def test_ir_a_softmax_equals_sphereface_over_the_normalised_centers_by_autograd(small_arrays):
+    loss = build_loss("ir_a_softmax", num_classes=9, feat_dim=5).double()
+    loss.iteration.fill_(300)
+    loss.bank.centers.copy_(torch.randn(9, 5, dtype=torch.float64, generator=_gen(14)))
+    x = (torch.randn(6, 5, dtype=torch.float64, generator=_gen(15)) * 4).requires_grad_(True)
+    y = torch.randint(0, 9, (6,), generator=_gen(16))
+    loss.eval()  # no iteration step, so the reference sees the same lambda
+    out = loss(x, y)
+    (got,) = torch.autograd.grad(out.loss, x)
+    xr = x.detach().clone().requires_grad_(True)
+    cos = F.normalize(xr, dim=1) @ F.normalize(loss.bank.centers, dim=1).t()
+    index = y.unsqueeze(1)
+    mcos = cos.scatter(1, index, loss.target_margin(cos.gather(1, index)))
+    ref = F.cross_entropy(xr.norm(dim=1, keepdim=True) * mcos, y)
+    (want,) = torch.autograd.grad(ref, xr)
+    torch.testing.assert_close(out.loss, ref)
+    torch.testing.assert_close(got, want)
 
 
 def test_ir_head_forward_and_feature_gradient_equal_the_plain_product(small_arrays):
