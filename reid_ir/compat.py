@@ -9,14 +9,24 @@ this module so that both work.
 from __future__ import annotations
 
 try:  # PyPI torchreid 0.2.5
-    from torchreid.reid import data, engine, metrics, models, optim, utils  # noqa: F401
+    from torchreid.reid import data, engine, losses, metrics, models, optim, utils  # noqa: F401
     from torchreid.reid.data import ImageDataset  # noqa: F401
 
     TORCHREID_NAMESPACE = "torchreid.reid"
 except ImportError:  # deep-person-reid installed from source
-    from torchreid import data, engine, metrics, models, optim, utils  # noqa: F401
+    from torchreid import data, engine, losses, metrics, models, optim, utils  # noqa: F401
     from torchreid.data import ImageDataset  # noqa: F401
 
     TORCHREID_NAMESPACE = "torchreid"
 
-__all__ = ["data", "engine", "metrics", "models", "optim", "utils", "ImageDataset", "TORCHREID_NAMESPACE"]
+__all__ = [
+    "data",
+    "engine",
+    "losses",
+    "metrics",
+    "models",
+    "optim",
+    "utils",
+    "ImageDataset",
+    "TORCHREID_NAMESPACE",
+]

@@ -32,6 +32,10 @@ Example::
     python tools/benchmark_losses.py --classes 751 --optimizer-step-classes \
         --losses softmax am_softmax unpg_am_softmax --small-arrays-ab  # numpy vs torch filter
 
+The peer, torchreid's own classifier and label-smoothed ``CrossEntropyLoss``
+(``torchreid_softmax``), runs in the same rounds; every table also gives the
+IR heads' and reid_ir's softmax's ratio to it.
+
 Targets (issue 5): IR heads <= 1.05x softmax at 751 classes; the center update
 at 100,000 classes <= 1.5x its time at 751. (issue 6): each ``unpg_<head>`` <=
 1.10x its ``<head>`` at batch 64 (printed as "UNPG overhead").
@@ -62,8 +66,13 @@ from reid_ir.losses.unpg import UNPGLoss  # noqa: E402
 
 logger = logging.getLogger("benchmark_losses")
 
+#: The peer: torchreid's classifier (an ``nn.Linear``, as its models build it) and its own
+#: label-smoothed ``CrossEntropyLoss``, unmodified. ``softmax`` is reid_ir's equivalent.
+PEER = "torchreid_softmax"
+
 DEFAULT_LOSSES = [
     "softmax",
+    PEER,
     "weighted_softmax",
     "norm_softmax",
     "a_softmax",
@@ -103,6 +112,32 @@ class UNPGFloor(UNPGLoss):
         return LossOutput(loss, scaled_cos)
 
 
+class TorchreidSoftmax(torch.nn.Module):
+    """The peer: ``nn.Linear`` + ``torchreid.losses.CrossEntropyLoss`` (label smoothing 0.1).
+
+    Initialised as torchreid's models initialise their classifier (weights
+    N(0, 0.01), bias 0), as :class:`reid_ir.losses.softmax.SoftmaxLoss` is.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        from reid_ir.compat import losses as torchreid_losses
+
+        self.classifier = torch.nn.Linear(dim, num_classes)
+        torch.nn.init.normal_(self.classifier.weight, 0, 0.01)
+        torch.nn.init.zeros_(self.classifier.bias)
+        self.criterion = torchreid_losses.CrossEntropyLoss(
+            num_classes, use_gpu=False, label_smooth=True
+        )
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        logits = self.classifier(features)
+        return LossOutput(self.criterion(logits, targets), logits)
+
+    def hooks(self) -> list:
+        return []
+
+
 class _Trainer:
     """The one engine attribute the IR hook reads in ``after_step``."""
 
@@ -129,7 +164,10 @@ def _build(name: str, num_classes: int, dim: int, seed: int) -> _Built:
     floor = name.startswith(FLOOR_PREFIX)
     if floor:
         name = "unpg_" + name[len(FLOOR_PREFIX) :]
-    loss = build_loss(name, num_classes=num_classes, feat_dim=dim, class_counts=counts)
+    if name == PEER:
+        loss = TorchreidSoftmax(num_classes, dim)
+    else:
+        loss = build_loss(name, num_classes=num_classes, feat_dim=dim, class_counts=counts)
     if floor:
         loss = UNPGFloor(loss.head, whisker=loss.whisker, gather=loss.gather)
     hooks = loss.hooks()
@@ -260,6 +298,15 @@ def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) ->
         table[name]["x_head"] = ratio
         target = "(target <= 1.10)" if what == "UNPG overhead" else "(Gram + shared column only)"
         logger.info("  %s %-22s %.3f x %s %s", what, name, ratio, head, target)
+    if PEER in samples:
+        logger.info("  against the peer (%s):", PEER)
+        for name in args.losses:
+            ratio = statistics.median(
+                t / b for t, b in zip(samples[name], samples[PEER], strict=True)
+            )
+            table[name]["x_peer"] = ratio
+            if name == "softmax" or name.startswith("ir_"):
+                logger.info("  %-18s %.3f x %s", name, ratio, PEER)
     logger.info("")
     return table
 
@@ -285,6 +332,14 @@ def markdown_table(results: dict) -> str:
         for loss in columns[0][1]:
             if "x_head" in columns[0][1][loss]:
                 cells = "".join(f" {t[loss]['x_head']:.3f} |" for _, t in heads)
+                lines.append(f"| {loss} |{cells}")
+    peers = [(n, t) for n, t in columns if any("x_peer" in row for row in t.values())]
+    if peers:
+        lines += ["", f"| x {PEER} |" + "".join(f" {n} |" for n, _ in peers)]
+        lines.append("|---|" + "---:|" * len(peers))
+        for loss in columns[0][1]:
+            if loss == "softmax" or loss.startswith("ir_"):
+                cells = "".join(f" {t[loss]['x_peer']:.3f} |" for _, t in peers)
                 lines.append(f"| {loss} |{cells}")
     updates = results.get("center_update_us", {})
     if updates:
