@@ -51,6 +51,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -121,7 +122,10 @@ class TorchreidSoftmax(torch.nn.Module):
 
     def __init__(self, num_classes: int, dim: int) -> None:
         super().__init__()
-        from reid_ir.compat import losses as torchreid_losses
+        # torchreid's import warns that its Cython ranking is absent: irrelevant here
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            from reid_ir.compat import losses as torchreid_losses
 
         self.classifier = torch.nn.Linear(dim, num_classes)
         torch.nn.init.normal_(self.classifier.weight, 0, 0.01)
