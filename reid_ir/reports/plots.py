@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,14 @@ def _save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> str:
         raise
     logger.debug("wrote %s", path)
     return path
+
+
+def _log_count_axis(ax) -> None:
+    """Log x axis for image counts, labelled 1, 2, 5, 10, 20, 50, ... (no overlapping minor labels)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_cmc(
@@ -128,7 +137,9 @@ def plot_metric_by_method(
 
 
 def plot_angle_comparison(
-    runs: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike, title: str = ""
+    runs: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    title: str = "",
 ) -> str:
     """Weight-center angle against class size for several runs, one panel each.
 
@@ -145,7 +156,7 @@ def plot_angle_comparison(
     for i, (label, (counts, angles)) in enumerate(runs.items()):
         ax = fig.add_subplot(1, len(runs), i + 1)
         ax.scatter(np.asarray(counts, dtype=float), np.asarray(angles, dtype=float), s=5, alpha=0.5)
-        ax.set_xscale("log")
+        _log_count_axis(ax)
         ax.set_ylim(0, top * 1.05 + 1)
         ax.set_xlabel("training images of the class")
         if i == 0:
@@ -184,7 +195,7 @@ def plot_angle_vs_count(
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(counts[ok], angles[ok], s=10, alpha=0.6, edgecolors="none")
     if ok.any() and counts[ok].max() >= 10 * counts[ok].min():
-        ax.set_xscale("log")
+        _log_count_axis(ax)
     if head_min_images is not None:
         ax.axvline(head_min_images, color="grey", linestyle="--", linewidth=1, label="head / tail")
         ax.legend(fontsize=8, loc="upper right")
