@@ -67,7 +67,7 @@ class CenterWeights:
 
     def unit_cosines(self, unit_features: torch.Tensor) -> torch.Tensor:
         """(B, C) cosines of unit-norm (B, D) features with the (cached) unit-norm centers."""
-        return unit_features @ self.bank.unit_centers().t()
+        return unit_features @ self.fixed_unit_weight().t()
 
     def hooks(self) -> list:
         """A :class:`CenterTrackerHook` that keeps ``bank`` up to date."""

@@ -249,7 +249,7 @@ class ArcFaceLoss(CosineMarginLoss):
         (:func:`~reid_ir.losses.fused.constant`), never as wrapped Python numbers.
         """
         plain = torch.add(cos_target * constant(self._cos_m, cos_target), sin, alpha=-self._sin_m)
-        shifted = torch.add(cos_target, constant(-1.0, cos_target), alpha=self.m * self._sin_m)
+        shifted = cos_target - constant(self.m * self._sin_m, cos_target)
         return torch.where(fallback, shifted, plain)
 
     def _fallback(self, cos_target: torch.Tensor) -> torch.Tensor:
