@@ -260,6 +260,16 @@ def time_center_update(
     return statistics.median(samples)
 
 
+def _median_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over rounds of ``times[r] / reference[r]`` (both measured in the same rounds)."""
+    return statistics.median(t / b for t, b in zip(times, reference, strict=True))
+
+
+def _compared_to_peer(name: str) -> bool:
+    """Rows whose ratio to the torchreid peer is printed: reid_ir's softmax and the IR heads."""
+    return name == "softmax" or name.startswith("ir_")
+
+
 def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) -> dict:
     """Time every loss at ``num_classes`` classes; log and return the ratio table."""
     probe = time_losses(
@@ -285,7 +295,7 @@ def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) ->
     table = {}
     for name in args.losses:
         ms = 1e3 * statistics.median(samples[name])
-        ratio = statistics.median(t / b for t, b in zip(samples[name], base, strict=True))
+        ratio = _median_ratio(samples[name], base)
         best = min(samples[name]) / min(base)
         table[name] = {"ms": ms, "ratio": ratio, "ratio_of_minima": best}
         logger.info("  %-18s %10.3f %10.3f %10.3f", name, ms, ratio, best)
@@ -298,21 +308,32 @@ def measure(args: argparse.Namespace, num_classes: int, optimizer_step: bool) ->
             continue
         if head not in samples:
             continue
-        ratio = statistics.median(t / b for t, b in zip(samples[name], samples[head], strict=True))
+        ratio = _median_ratio(samples[name], samples[head])
         table[name]["x_head"] = ratio
         target = "(target <= 1.10)" if what == "UNPG overhead" else "(Gram + shared column only)"
         logger.info("  %s %-22s %.3f x %s %s", what, name, ratio, head, target)
     if PEER in samples:
         logger.info("  against the peer (%s):", PEER)
         for name in args.losses:
-            ratio = statistics.median(
-                t / b for t, b in zip(samples[name], samples[PEER], strict=True)
-            )
-            table[name]["x_peer"] = ratio
-            if name == "softmax" or name.startswith("ir_"):
-                logger.info("  %-18s %.3f x %s", name, ratio, PEER)
+            table[name]["x_peer"] = _median_ratio(samples[name], samples[PEER])
+            if _compared_to_peer(name):
+                logger.info("  %-18s %.3f x %s", name, table[name]["x_peer"], PEER)
     logger.info("")
     return table
+
+
+def _ratio_table(columns: list, key: str, title: str, keep) -> list[str]:
+    """Markdown lines of the ``key`` ratios (a row per loss that has it and ``keep(loss)``)."""
+    with_key = [(n, t) for n, t in columns if any(key in row for row in t.values())]
+    if not with_key:
+        return []
+    lines = ["", f"| {title} |" + "".join(f" {n} |" for n, _ in with_key)]
+    lines.append("|---|" + "---:|" * len(with_key))
+    for loss, row in columns[0][1].items():
+        if key in row and keep(loss):
+            cells = "".join(f" {t[loss][key]:.3f} |" for _, t in with_key)
+            lines.append(f"| {loss} |{cells}")
+    return lines
 
 
 def markdown_table(results: dict) -> str:
@@ -329,22 +350,8 @@ def markdown_table(results: dict) -> str:
             for _, t in columns
         )
         lines.append(f"| {loss} |{cells}")
-    heads = [(n, t) for n, t in columns if any("x_head" in row for row in t.values())]
-    if heads:
-        lines += ["", "| x head |" + "".join(f" {n} |" for n, _ in heads)]
-        lines.append("|---|" + "---:|" * len(heads))
-        for loss in columns[0][1]:
-            if "x_head" in columns[0][1][loss]:
-                cells = "".join(f" {t[loss]['x_head']:.3f} |" for _, t in heads)
-                lines.append(f"| {loss} |{cells}")
-    peers = [(n, t) for n, t in columns if any("x_peer" in row for row in t.values())]
-    if peers:
-        lines += ["", f"| x {PEER} |" + "".join(f" {n} |" for n, _ in peers)]
-        lines.append("|---|" + "---:|" * len(peers))
-        for loss in columns[0][1]:
-            if loss == "softmax" or loss.startswith("ir_"):
-                cells = "".join(f" {t[loss]['x_peer']:.3f} |" for _, t in peers)
-                lines.append(f"| {loss} |{cells}")
+    lines += _ratio_table(columns, "x_head", "x head", lambda loss: True)
+    lines += _ratio_table(columns, "x_peer", f"x {PEER}", _compared_to_peer)
     updates = results.get("center_update_us", {})
     if updates:
         lines += [

@@ -92,7 +92,7 @@ def test_small_arrays_ab_times_the_torch_path_in_the_same_rounds_and_restores_nu
     assert seen == [False] and tool.fused.SMALL_ARRAYS_IN_NUMPY
 
 
-def test_the_peer_row_is_torchreids_cross_entropy_and_equals_reid_irs_softmax():
+def test_the_peer_row_is_torchreids_cross_entropy_and_equals_reid_irs_softmax(tmp_path):
     tool = load_tool()
     peer, ours = tool._build(tool.PEER, 7, 5, seed=0), tool._build("softmax", 7, 5, seed=0)
     assert type(peer.loss.criterion).__module__.startswith("torchreid")
@@ -100,6 +100,11 @@ def test_the_peer_row_is_torchreids_cross_entropy_and_equals_reid_irs_softmax():
     x, y = torch.randn(6, 5, generator=torch.Generator().manual_seed(3)), torch.arange(6) % 7
     torch.testing.assert_close(peer.loss(x, y).loss, ours.loss(x, y).loss)
     argv = ["--classes", "20", "--batch", "6", "--dim", "8", "--rounds", "2", "--budget", "0.002"]
-    results = tool.main([*argv, "--losses", tool.PEER, "ir_am_softmax", "--optimizer-step-classes"])
+    md = tmp_path / "bench.md"
+    argv += ["--losses", tool.PEER, "ir_am_softmax", "--optimizer-step-classes"]
+    results = tool.main([*argv, "--markdown", str(md)])
     table = results["losses"]["20"]
     assert table[tool.PEER]["x_peer"] == 1.0 and table["ir_am_softmax"]["x_peer"] > 0
+    peer_table = md.read_text().split(f"| x {tool.PEER} |")[1]
+    assert "| softmax |" in peer_table and "| ir_am_softmax |" in peer_table
+    assert f"| {tool.PEER} |" not in peer_table  # its own ratio (1) is not repeated there
