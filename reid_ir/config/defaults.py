@@ -225,6 +225,8 @@ _C.data.imbalance.tail_fraction = 0.5
 _C.data.imbalance.tail_images = 2
 # balanced_control: the profile (long_tail or tail_fewshot, built from these same keys) whose ids and image count it matches.
 _C.data.imbalance.control_of = "long_tail"
+# Identity half the split is drawn from: '' (all), 'P' or 'F' (fixed hash halves, warm-start protocol; docs/splits.md).
+_C.data.imbalance.id_half = ""
 
 _C.loss.margin = CN()
 # Scale s of normalised heads (NormFace, CosFace, ArcFace, SphereFace).

@@ -71,6 +71,7 @@ IMBALANCE_KEYS = (
     "tail_fraction",
     "tail_images",
     "control_of",
+    "id_half",
 )
 
 

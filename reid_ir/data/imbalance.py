@@ -15,6 +15,14 @@ Profiles (training identities only; query and gallery are never touched):
   by ``control_of`` (built from the same keys and seed), spread as evenly as each
   identity's images allow (water-filling; the remainder goes to seeded identities).
 
+Identity halves (``id_half``, for the warm-start protocol: pretrain on one half,
+fine-tune on the other): the training identities sorted by SHA-256 of
+``0:id_half:<pid>`` (seed :data:`ID_HALF_SEED`, fixed, independent of the split's
+seed so every split of one half has the same identities); ``P`` is the first
+``floor(N / 2)`` of them, ``F`` the other ``ceil(N / 2)``. With ``id_half`` set,
+the records are restricted to that half before the profile applies, and the
+manifest records the half, the rule and its seed under ``"id_half"``.
+
 Within an identity, kept images are taken round-robin over its cameras, cameras
 and images in seeded order. Every "seeded order" is a sort by SHA-256 of
 ``seed:purpose:key`` rather than a numpy stream, so a manifest is byte-identical
@@ -54,8 +62,63 @@ DEFAULTS = {
 }
 
 
+#: The identity halves: P (pretraining) and F (fine-tuning); '' means all identities.
+ID_HALVES = ("P", "F")
+#: Seed of the identity halves (fixed: the halves must not move with a split's seed).
+ID_HALF_SEED = 0
+ID_HALF_RULE = (
+    "training pids sorted by SHA-256 of '<seed>:id_half:<pid>'; "
+    "P = the first floor(N/2), F = the other ceil(N/2)"
+)
+
+
 def _key(seed: int, purpose: str, key: object) -> bytes:
     return hashlib.sha256(f"{seed}:{purpose}:{key}".encode()).digest()
+
+
+def check_id_half(half: str) -> str:
+    """``half`` if it is '', 'P' or 'F'.
+
+    Raises:
+        ValueError: Any other value, naming the key and the accepted values.
+    """
+    if half not in ("", *ID_HALVES):
+        raise ValueError(
+            f"data.imbalance.id_half={half!r}: expected '' (all identities), 'P' or 'F'"
+        )
+    return half
+
+
+def id_half_pids(pids: Iterable[int], half: str, seed: int = ID_HALF_SEED) -> list[int]:
+    """The pids of identity half ``half`` (sorted); see the module docstring for the rule.
+
+    Args:
+        pids: The training identities (duplicates ignored).
+        half: ``P`` (first ``floor(N/2)`` in seeded order) or ``F`` (the rest).
+        seed: Seed of the order (keep :data:`ID_HALF_SEED` so splits agree).
+
+    Raises:
+        ValueError: ``half`` not P or F, or fewer than two identities.
+    """
+    if check_id_half(half) == "":
+        raise ValueError("id_half_pids needs half 'P' or 'F', got ''")
+    unique = sorted({int(p) for p in pids})
+    if len(unique) < 2:
+        raise ValueError(f"cannot split {len(unique)} training identities into two halves")
+    order = sorted(unique, key=lambda pid: _key(seed, "id_half", pid))
+    k = len(order) // 2
+    return sorted(order[:k] if half == "P" else order[k:])
+
+
+def restrict_to_id_half(
+    records: Iterable[Record], half: str, seed: int = ID_HALF_SEED
+) -> list[Record]:
+    """The records whose pid is in identity half ``half`` ('' keeps all), in their order."""
+    records = list(records)
+    if check_id_half(half) == "":
+        return records
+    keep = set(id_half_pids((r[1] for r in records), half, seed))
+    return [r for r in records if int(r[1]) in keep]
 
 
 def profile_params(profile: str, **params: Any) -> dict[str, Any]:
@@ -66,6 +129,7 @@ def profile_params(profile: str, **params: Any) -> dict[str, Any]:
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown imbalance profile {profile!r}; known profiles: {list(PROFILES)}")
+    check_id_half(params.pop("id_half", "") or "")  # validated here, recorded by make_manifest
     p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     keys = list(PROFILE_KEYS[profile])
     if profile == "balanced_control":
@@ -274,7 +338,12 @@ def _canonical(obj: Any) -> str:
 
 
 def make_manifest(
-    dataset: str, records: Iterable[Record], profile: str, seed: int = 0, **params: Any
+    dataset: str,
+    records: Iterable[Record],
+    profile: str,
+    seed: int = 0,
+    id_half: str = "",
+    **params: Any,
 ) -> dict:
     """Build a split manifest from a dataset's training records.
 
@@ -283,12 +352,16 @@ def make_manifest(
         records: ``(path relative to the dataset folder, pid, camid)`` of every training image.
         profile: One of :data:`PROFILES`.
         seed: Seed of every choice (integer >= 0).
+        id_half: '' (all identities), or ``P`` / ``F``: restrict the records to
+            that identity half first (see the module docstring).
         **params: The ``data.imbalance`` keys; those the profile does not use are ignored.
 
     Returns:
         The manifest: format, dataset, profile, params, seed, images (sorted
         paths), counts (``"%04d" % pid`` -> count), summary, source (the
-        full training set's size) and content_hash (SHA-256 of the rest).
+        full training set's size), with ``id_half`` set also ``id_half``
+        (half, rule, seed, the half's identities and images), and
+        content_hash (SHA-256 of the rest).
 
     Raises:
         ValueError: Unknown dataset or profile, a value out of range, or more images asked than exist.
@@ -299,6 +372,9 @@ def make_manifest(
         raise ValueError(f"seed={seed!r}: expected an integer >= 0")
     records = list(records)
     p = profile_params(profile, **params)
+    source = {"images": len(records), "identities": len(_by_pid(records))}
+    half = check_id_half(id_half or "")
+    records = restrict_to_id_half(records, half)
     counts = split_counts(records, profile, int(seed), **p)
     groups = _by_pid(records)
     images = sorted(
@@ -313,8 +389,16 @@ def make_manifest(
         "images": images,
         "counts": {f"{pid:04d}": c for pid, c in counts.items() if c > 0},
         "summary": summarize(list(counts.values())),
-        "source": {"images": len(records), "identities": len(groups)},
+        "source": source,
     }
+    if half:
+        body["id_half"] = {
+            "half": half,
+            "rule": ID_HALF_RULE,
+            "seed": ID_HALF_SEED,
+            "identities": len(groups),
+            "images": len(records),
+        }
     return {**body, "content_hash": hashlib.sha256(_canonical(body).encode()).hexdigest()}
 
 
