@@ -5,15 +5,19 @@ Differences from plain yacs, all deliberate:
 * ``_BASE_: path`` (or a list of paths) in a YAML file merges the base files
   first, relative to the file that names them (detectron2's convention);
 * an unknown key fails naming the key, the file and close known keys;
-* an int given for a float key is accepted (``rho: 10`` for ``rho: 10.0``).
+* an int given for a float key is accepted (``rho: 10`` for ``rho: 10.0``);
+* a numeric key with a valid range (``train.lr > 0``, ``train.batch_size >= 1``,
+  ``sgd.momentum`` in [0, 1], ...; see :data:`RANGES`) out of it fails naming the
+  key and the range, before any work.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +148,125 @@ def merge_from_list(cfg: CN, opts: Iterable[str]) -> CN:
     return cfg
 
 
+Check = tuple[Callable[[float], bool], str]
+
+
+def _ge(lo: float) -> Check:
+    return (lambda v: v >= lo), f">= {lo}"
+
+
+def _gt(lo: float) -> Check:
+    return (lambda v: v > lo), f"> {lo}"
+
+
+def _closed(lo: float, hi: float) -> Check:
+    return (lambda v: lo <= v <= hi), f"in [{lo}, {hi}]"
+
+
+def _half_open(lo: float, hi: float) -> Check:
+    return (lambda v: lo <= v < hi), f"in [{lo}, {hi})"
+
+
+def _left_open(lo: float, hi: float) -> Check:
+    return (lambda v: lo < v <= hi), f"in ({lo}, {hi}]"
+
+
+#: numeric keys with a valid range -> (check, what is expected); list keys are checked per element.
+#: A key absent from the config (renamed or removed) is skipped.
+RANGES: dict[str, Check] = {
+    "model.embedding_dim": _ge(0),
+    "data.height": _ge(1),
+    "data.width": _ge(1),
+    "data.workers": _ge(0),
+    "data.k_tfm": _ge(1),
+    "sampler.num_instances": _ge(1),
+    "sampler.num_cams": _ge(1),
+    "sampler.num_datasets": _ge(1),
+    "train.lr": _gt(0),
+    "train.weight_decay": _ge(0),
+    "train.max_epoch": _ge(1),
+    "train.start_epoch": _ge(0),
+    "train.batch_size": _ge(1),
+    "train.fixbase_epoch": _ge(0),
+    "train.base_lr_mult": _ge(0),
+    "train.stepsize": _ge(1),
+    "train.gamma": _gt(0),
+    "train.print_freq": _ge(1),
+    "train.checkpoint_period": _ge(1),
+    "train.keep_checkpoints": _ge(0),
+    "train.checkpoint_iters": _ge(0),
+    "train.dist_timeout_minutes": _gt(0),
+    "train.num_threads": _ge(0),
+    "sgd.momentum": _closed(0, 1),
+    "sgd.dampening": _closed(0, 1),
+    "rmsprop.alpha": _closed(0, 1),
+    "adam.beta1": _half_open(0, 1),
+    "adam.beta2": _half_open(0, 1),
+    "loss.label_smooth": _half_open(0, 1),
+    "loss.triplet.margin": _ge(0),
+    "loss.triplet.weight_t": _ge(0),
+    "loss.triplet.weight_x": _ge(0),
+    "loss.margin.scale": _gt(0),
+    "loss.margin.m": _ge(0),
+    "loss.margin.sphere_m": _ge(1),
+    "loss.margin.sphere_lambda_base": _ge(0),
+    "loss.margin.sphere_lambda_gamma": _ge(0),
+    "loss.margin.sphere_lambda_power": _ge(0),
+    "loss.margin.sphere_lambda_min": _ge(0),
+    "loss.ir.momentum": _closed(0, 1),
+    "loss.ir.alpha": _left_open(0, 1),
+    "loss.weighted.beta": _ge(0),
+    "loss.weighted.gamma": _half_open(0, 1),
+    "loss.unpg.whisker": _ge(0),
+    "loss.clmle.clusters_per_class": _ge(1),
+    "loss.clmle.refresh_epochs": _ge(1),
+    "loss.clmle.margin_within": _ge(0),
+    "loss.clmle.margin_between": _ge(0),
+    "loss.clmle.softmax_weight": _ge(0),
+    "loss.clmle.knc_k": _ge(1),
+    "loss.clmle.min_cluster_size": _ge(1),
+    "loss.clmle.kmeans_iters": _ge(1),
+    "diagnostics.head_quantile": _closed(0, 1),
+    "test.batch_size": _ge(1),
+    "test.ranks": _ge(1),
+    "test.eval_freq": ((lambda v: v == -1 or v >= 1), "-1 (after the last epoch only) or >= 1"),
+    "test.start_eval": _ge(0),
+    "test.visrank_topk": _ge(1),
+    "test.visrank_num": _ge(1),
+    "test.chunk_size": _ge(1),
+    "test.max_rank": _ge(1),
+    "test.rerank_k1": _ge(1),
+    "test.rerank_k2": _ge(1),
+    "test.rerank_lambda": _closed(0, 1),
+}
+
+
+def _lookup(cfg: CN, key: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def check_ranges(cfg: CN, ranges: Mapping[str, Check] = RANGES) -> None:
+    """Check every numeric key of ``ranges`` present in ``cfg`` (booleans and strings are skipped).
+
+    Raises:
+        ConfigError: naming the key, its value and the range expected.
+    """
+    for key, (ok, expected) in ranges.items():
+        present, value = _lookup(cfg, key)
+        if not present:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if math.isnan(v) or not ok(v):
+                raise ConfigError(f"{key} = {value!r} is out of range: expected {expected}")
+
+
 def load_cfg(path: str | os.PathLike | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
     """Defaults, then the YAML ``path`` (if given), then ``opts``.
 
@@ -156,12 +279,14 @@ def load_cfg(path: str | os.PathLike | None = None, opts: Iterable[str] = (), fr
         The merged config.
 
     Raises:
-        ConfigError: unknown key, wrong type, missing file or invalid YAML.
+        ConfigError: unknown key, wrong type, a value out of its range (:data:`RANGES`),
+            missing file or invalid YAML.
     """
     cfg = get_cfg()
     if path:
         merge_from_file(cfg, path)
     merge_from_list(cfg, opts)
+    check_ranges(cfg)
     if freeze:
         cfg.freeze()
     return cfg
