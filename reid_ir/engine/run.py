@@ -30,7 +30,8 @@ EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 
 
-def _is_config_key(name: str) -> bool:
+def is_config_key(name: str) -> bool:
+    """True when ``name`` is a config key (``train.lr``) or section (``train``)."""
     from reid_ir.config.defaults import get_cfg
 
     node: Any = get_cfg()
@@ -52,13 +53,6 @@ def setup(args: Any):
     opts = list(args.opts or [])
     if opts and opts[0] == "--":
         opts = opts[1:]
-    if (
-        args.resume not in (None, "auto")
-        and not Path(args.resume).exists()
-        and _is_config_key(args.resume)
-    ):
-        # "--resume data.root X": argparse took the first override for the optional PATH
-        opts, args.resume = [args.resume, *opts], "auto"
     cfg = load_cfg(args.config_file or None, opts, freeze=False)
     if args.eval_only:
         cfg.test.evaluate = True
