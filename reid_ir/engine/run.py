@@ -42,6 +42,22 @@ def is_config_key(name: str) -> bool:
     return True
 
 
+def check_weights_to_evaluate(cfg: Any) -> None:
+    """``--eval-only`` needs weights: ``model.load_weights``, ``--resume`` or ``model.pretrained``.
+
+    Raises:
+        ConfigError: evaluation only, of a randomly initialised network.
+    """
+    if cfg.test.evaluate and not (
+        cfg.model.load_weights or cfg.model.resume or cfg.model.pretrained
+    ):
+        raise ConfigError(
+            "--eval-only (test.evaluate True) has no weights to evaluate: give trained ones with "
+            "model.load_weights W.pth or --resume RUN, or set model.pretrained True to evaluate "
+            "the ImageNet backbone; a randomly initialised network is not evaluated"
+        )
+
+
 def setup(args: Any):
     """Merge the config, prepare the output folder and logging.
 
@@ -63,6 +79,7 @@ def setup(args: Any):
         cfg.model.resume = args.resume
     elif args.resume == "auto":
         cfg.model.resume = cfg.data.save_dir
+    check_weights_to_evaluate(cfg)
     cfg.freeze()
     rank, world = init_distributed(timeout_minutes=cfg.train.dist_timeout_minutes)
     check_output_folder(

@@ -121,3 +121,22 @@ def test_options_may_follow_the_overrides():
 def test_resume_followed_by_an_override_resumes_the_run_folder():
     args = train_net.parse_args(["train.lr", "0.1", "--resume", "train.max_epoch", "3"])
     assert args.resume == "auto" and args.opts == ["train.lr", "0.1", "train.max_epoch", "3"]
+
+
+def test_eval_only_without_weights_is_an_error_not_a_random_network(tmp_path, caplog):
+    out = tmp_path / "out"
+    argv = ["--config-file", str(TINY_YAML), "--eval-only", *SHORT,
+            "data.root", str(tmp_path / "data"), "data.save_dir", str(out)]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        code = train_net.main(train_net.parse_args(argv))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert code == 2
+    assert len(errors) == 1 and "--eval-only" in errors[0] and "model.load_weights" in errors[0]
+    assert not (tmp_path / "data").exists() and not out.exists(), "fails before any work"
+
+
+def test_eval_only_with_imagenet_weights_is_allowed():
+    from reid_ir.config import load_cfg
+    from reid_ir.engine.run import check_weights_to_evaluate
+
+    check_weights_to_evaluate(load_cfg(None, ["test.evaluate", "True", "model.pretrained", "True"]))
