@@ -305,6 +305,10 @@ _C.train.dist_timeout_minutes = 120
 _C.train.num_threads = 0
 # Stop when the loss becomes NaN or inf (keeps the last good checkpoint).
 _C.train.stop_on_nan = True
+# Mixed precision: the backbone under autocast (bf16 on CPU and bf16-capable GPUs, else fp16 + GradScaler); the loss stays float32.
+_C.train.amp = False
+# Keep the backbone's weights and input images in channels_last (NHWC) memory format.
+_C.train.channels_last = False
 
 _C.diagnostics = CN()
 # Record the angle between each class weight and its feature center every epoch.

@@ -150,7 +150,16 @@ def sampler_kwargs(cfg: Any) -> dict:
 def build_train_loader(
     dataset, sampler, batch_size: int, workers: int, pin_memory: bool
 ) -> DataLoader:
-    """The training DataLoader over ``dataset`` with a seeded, epoch-aware ``sampler``."""
+    """The training DataLoader over ``dataset`` with a seeded, epoch-aware ``sampler``.
+
+    With ``pin_memory`` (training on CUDA) and workers, the workers persist
+    across epochs: no restart and refill of the prefetch queue every epoch.
+    Persistent workers draw their random seeds once, at the first epoch, so a
+    run resumed at an epoch boundary augments differently from an
+    uninterrupted one; CUDA training is not bit-reproducible anyway. On the
+    CPU the workers are restarted every epoch with seeds from (seed, epoch),
+    which keeps such resumes exact.
+    """
     generator = torch.Generator()
     generator.manual_seed(getattr(sampler, "seed", 0))
     return DataLoader(
@@ -162,7 +171,7 @@ def build_train_loader(
         pin_memory=pin_memory,
         drop_last=True,
         generator=generator,
-        persistent_workers=False,
+        persistent_workers=bool(pin_memory and workers > 0),
     )
 
 

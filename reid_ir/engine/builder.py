@@ -213,6 +213,8 @@ def build_engine(cfg: Any) -> ReidEngine:
         use_gpu=use_gpu,
         hooks=build_default_hooks(cfg),
         stop_on_nan=cfg.train.stop_on_nan,
+        amp=cfg.train.amp,
+        channels_last=cfg.train.channels_last,
     )
     engine.visrank_num = cfg.test.visrank_num
     engine.run_meta = run_meta(cfg)

@@ -8,14 +8,24 @@ The loop, with hook points in capitals::
         BEFORE_EPOCH
         for batch in train_loader:       (a mid-epoch resume skips the batches already done)
             BEFORE_STEP
-            features = model(images); out = criterion(features, pids)
-            stop if the loss is NaN/inf (on any rank); backward; optimizer.step()
+            features = model(images)      (under autocast with ``amp``)
+            out = criterion(features.float(), pids)   (always float32)
+            backward (scaled with fp16); stop if the loss is NaN/inf (on any rank);
+            optimizer.step()
             AFTER_STEP            (trainer.step_outputs is set; state hooks -> iteration checkpoint)
         scheduler.step()
         AFTER_EPOCH               (state hooks -> diagnostics -> checkpoint -> evaluation -> logging)
     AFTER_TRAIN
 
 Hooks run in ascending ``priority`` (see ``hooks/base.py`` for the order and why).
+
+Mixed precision (``amp``): the backbone's forward runs under ``torch.autocast``
+(bfloat16 on the CPU and on GPUs that support it, float16 with a GradScaler on
+the others); the loss always sees float32 features, outside autocast, so the
+margin heads, the IR centers and UNPG's filter compute in float32.
+``channels_last`` stores the backbone's weights and the input images in NHWC.
+One host sync per step: the loss, its terms and the accuracy come back in one
+transfer, which both the NaN check and the logging read.
 
 Distributed (``torchrun``): the backbone runs in DistributedDataParallel, the
 loss's parameters are averaged after the backward, BatchNorm buffers are taken
@@ -25,6 +35,7 @@ from rank 0 at the end of every epoch, and evaluation runs on rank 0 (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -39,6 +50,7 @@ from reid_ir import compat
 from reid_ir.engine import checkpoint as ckpt_io
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.hooks.base import HookBase
+from reid_ir.engine.hooks.grad_scaler import GradScalerHook
 from reid_ir.engine.testing import EvaluationMixin, NonFiniteFeaturesError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +60,17 @@ __all__ = ["NonFiniteFeaturesError", "NonFiniteLossError", "ReidEngine"]
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``train.amp`` on ``device``.
+
+    bfloat16 on the CPU and on GPUs that support it (no loss scaling needed);
+    float16 on older GPUs (then the engine scales the loss with a GradScaler).
+    """
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
 
 
 class ReidEngine(EvaluationMixin, compat.engine.Engine):
@@ -62,6 +85,8 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         use_gpu: use CUDA when available.
         hooks: extra hooks; the criterion's own ``hooks()`` are added too.
         stop_on_nan: raise :class:`NonFiniteLossError` on a NaN/inf loss.
+        amp: run the backbone under autocast (see :func:`amp_dtype`); the loss stays float32.
+        channels_last: keep the backbone's weights and the input images in NHWC.
     """
 
     def __init__(
@@ -74,10 +99,19 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         use_gpu: bool = True,
         hooks: Iterable[HookBase] = (),
         stop_on_nan: bool = True,
+        amp: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__(datamanager, use_gpu)
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
+        self.channels_last = bool(channels_last)
         self.model = model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype: torch.dtype | None = amp_dtype(self.device) if amp else None
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
         self.criterion = criterion.to(self.device)
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -105,10 +139,25 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         self._trainable_key: tuple | None = None
         self._criterion_params = [p for p in self.criterion.parameters() if p.requires_grad]
         self.train_time = 0.0
-        self.register_hooks([*getattr(criterion, "hooks", list)(), *hooks])
+        scaler_hooks = [GradScalerHook()] if self.scaler.is_enabled() else []
+        self.register_hooks([*getattr(criterion, "hooks", list)(), *scaler_hooks, *hooks])
         if dist_utils.is_distributed():
             dist_utils.broadcast_module(self.model)
             dist_utils.broadcast_module(self.criterion)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` on this engine's device with ``amp``; a no-op context without it."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def eval_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for feature extraction: :meth:`autocast` on CUDA; float32 on the CPU.
+
+        On the CPU bf16 embeddings would round distances to 8 bits of mantissa and
+        create rank ties, for little gain in a pass without backward.
+        """
+        return self.autocast() if self.device.type == "cuda" else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -305,6 +354,8 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
             skip_batches: batches of this epoch already done (mid-epoch resume).
         """
         self._set_trainable(fixbase_epoch, open_layers)
+        if not skip_batches:  # a mid-epoch resume continues the epoch's state (IR centers' window)
+            getattr(self.criterion, "start_epoch", lambda: None)()
         self.num_batches = len(self.train_loader)
         for batch_idx, data in enumerate(self._epoch_loader(skip_batches), start=skip_batches):
             self.batch_idx = batch_idx
@@ -319,36 +370,70 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         )  # BN statistics of rank 0 everywhere
 
     def forward_backward(self, data: dict) -> dict:
-        """One optimisation step; sets ``self.step_outputs``; returns scalars to log."""
+        """One optimisation step; sets ``self.step_outputs``; returns scalars to log.
+
+        The backbone runs under :meth:`autocast`; its features are cast to
+        float32 and the loss is computed outside autocast. The loss, its terms
+        and the accuracy reach the host in one transfer after the backward,
+        before the optimizer step (which a NaN/inf loss prevents).
+        """
         imgs, pids = self.parse_data_for_train(data)
         imgs, pids = (
             imgs.to(self.device, non_blocking=True),
             pids.to(self.device, non_blocking=True),
         )
-        features = self._train_model(imgs)
+        if self.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            features = self._train_model(imgs)
+        features = features.float()  # the loss (margins, centers, UNPG's filter) in float32
         out = self.criterion(features, pids)
-        loss_value = out.loss.detach()
-        if self.stop_on_nan and not dist_utils.all_true(bool(torch.isfinite(loss_value))):
-            where = (
-                f"{loss_value.item()}"
-                if not torch.isfinite(loss_value)
-                else "NaN/inf on another rank"
+        self.optimizer.zero_grad(set_to_none=True)
+        # nothing to differentiate: a loss without parameters (IR) while fixbase freezes the
+        # backbone; the loss still updated its own state (centers) in its forward
+        trains = out.loss.requires_grad
+        if trains:
+            self.scaler.scale(out.loss).backward()
+        elif not getattr(self, "_warned_no_grad", False):
+            logger.info(
+                "epoch %d: nothing trainable reaches the loss (frozen backbone, loss without "
+                "parameters): steps update the loss's state only", self.epoch + 1,
             )
+            self._warned_no_grad = True
+        names, values = self._step_scalars(out, pids)
+        loss_value = values[0]
+        finite = bool(np.isfinite(loss_value))
+        if self.stop_on_nan and not dist_utils.all_true(finite):
+            where = f"{loss_value}" if not finite else "NaN/inf on another rank"
             raise NonFiniteLossError(
                 f"loss is {where} at epoch {self.epoch + 1}, iteration {self.batch_idx + 1}; "
                 f"stopped before the optimizer step (the last good checkpoint in {self.save_dir}/checkpoints is kept). "
                 "Try a lower train.lr or check the loss's scale/margin, then --resume."
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        dist_utils.average_gradients(self._criterion_params)
-        self.optimizer.step()
+        if trains:
+            dist_utils.average_gradients(self._criterion_params)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.step_outputs = {"features": features.detach(), "targets": pids, "output": out}
-        summary = {"loss": loss_value.item()}
-        summary.update({k: float(v) for k, v in out.terms.items()})
+        return dict(zip(names, values, strict=True))
+
+    def _step_scalars(self, out, pids: torch.Tensor) -> tuple[list[str], list[float]]:
+        """Names and values of the loss, its terms and the accuracy: one host transfer.
+
+        Returns:
+            ``(["loss", *term names, "acc"?], floats)``; the accuracy (percent, top-1)
+            only where the loss has logits.
+        """
+        names = ["loss", *out.terms]
+        scalars = [out.loss, *out.terms.values()]
         if out.logits is not None:
-            summary["acc"] = compat.metrics.accuracy(out.logits.detach(), pids)[0].item()
-        return summary
+            names.append("acc")
+            scalars.append(compat.metrics.accuracy(out.logits.detach(), pids)[0])
+        device = out.loss.device
+        stacked = torch.stack(
+            [torch.as_tensor(v, device=device).detach().reshape(()).float() for v in scalars]
+        )
+        return names, stacked.tolist()
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint_state(self, batch: int = 0) -> dict:

@@ -30,7 +30,10 @@ class NonFiniteFeaturesError(ValueError):
 
 
 class EvaluationMixin:
-    """``test()``, feature extraction and the kNC accuracy; needs ``model``, loaders and hooks."""
+    """``test()``, feature extraction and the kNC accuracy.
+
+    Needs ``model``, loaders, hooks, ``device`` and ``eval_autocast()`` (the engine's).
+    """
 
     @torch.no_grad()
     def extract_features_from_loader(
@@ -47,7 +50,8 @@ class EvaluationMixin:
         feats, pids, camids, paths = [], [], [], []
         for data in tqdm(loader, desc=desc, leave=False, disable=not self.is_main_process):
             imgs, pid, camid = self.parse_data_for_eval(data)
-            feats.append(self.model(imgs.to(self.device)).float().cpu())
+            with self.eval_autocast():
+                feats.append(self.model(imgs.to(self.device, non_blocking=True)).float().cpu())
             pids.append(np.asarray(pid))
             camids.append(np.asarray(camid))
             paths.extend(data.get("impath", []) if isinstance(data, dict) else [])
@@ -178,6 +182,8 @@ class EvaluationMixin:
         for name, loaders in self.test_loader.items():
             qf, q_pids, q_camids = self._features(loaders["query"], f"{name} query")
             gf, g_pids, g_camids = self._features(loaders["gallery"], f"{name} gallery")
+            if self.device.type == "cuda":  # the torch search backend then runs on the GPU
+                qf, gf = qf.to(self.device), gf.to(self.device)
             metrics = evaluate(
                 qf,
                 gf,
