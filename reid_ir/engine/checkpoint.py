@@ -245,8 +245,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def check_state_dict_compatible(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
-    """Raise before loading if ``state`` does not match ``module`` key for key and shape for shape."""
+def _runs(saved: dict, own: dict) -> str:
+    """Which model and loss wrote a checkpoint and which this run has, from the two ``meta`` dicts."""
+
+    def one(meta: dict) -> str:
+        return " / ".join(f"{k} {meta[k]!r}" for k in ("model", "loss") if k in meta) or "unknown"
+
+    return f"{one(saved)} there, {one(own)} here"
+
+
+def check_state_dict_compatible(
+    module: torch.nn.Module, state: dict, what: str, path: str, runs: str = ""
+) -> None:
+    """Raise before loading if ``state`` does not match ``module`` key for key and shape for shape.
+
+    Args:
+        runs: which model and loss wrote the checkpoint and which this run has, for the message.
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -255,7 +270,11 @@ def check_state_dict_compatible(module: torch.nn.Module, state: dict, what: str,
         raise CheckpointError(
             f"checkpoint {path}: {what} does not match this run's {what} "
             f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {shapes[:5]}); "
-            "was it written with another model or loss config?"
+            + (
+                f"{runs}: the same names with other settings?"
+                if runs
+                else "was it written with another model or loss config?"
+            )
         )
 
 
@@ -274,9 +293,12 @@ def _check_meta(own: dict, saved: dict, batch: int, path: str) -> None:
         k: (saved[k], own[k]) for k in MUST_MATCH if k in saved and k in own and saved[k] != own[k]
     }
     if bad:
+        same = [f"{k} {own[k]!r}" for k in ("model", "loss") if k not in bad and k in own]
         raise CheckpointError(
             f"checkpoint {path} was written by another run: "
-            + ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in bad.items())
+            + "; ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in bad.items())
+            + (f" ({' and '.join(same)} in both)" if same else "")
+            + "; resume it with its own config, or start a new run (data.save_dir NEW_DIR)"
         )
     differ = {
         k: (saved[k], own[k])
@@ -368,11 +390,13 @@ def restore_engine(
     """
     state = load_checkpoint(path)
     where = state["path"]
-    check_state_dict_compatible(engine.model, state["model"], "model", where)
-    check_state_dict_compatible(engine.criterion, state.get("criterion", {}), "loss", where)
+    meta, saved_meta = dict(getattr(engine, "run_meta", {})), state.get("meta") or {}
+    # the run settings first: a checkpoint of another model or loss is named as such
+    _check_meta(meta, saved_meta, int(state.get("batch", 0)), where)
+    runs = _runs(saved_meta, meta) if saved_meta else ""
+    check_state_dict_compatible(engine.model, state["model"], "model", where, runs)
+    check_state_dict_compatible(engine.criterion, state.get("criterion", {}), "loss", where, runs)
     _check_optimizer_compatible(engine.optimizer, state["optimizer"], where)
-    meta = dict(getattr(engine, "run_meta", {}))
-    _check_meta(meta, state.get("meta") or {}, int(state.get("batch", 0)), where)
     rng = state["rng"]
     ranks = state.get("rng_ranks")
     if ranks and len(ranks) == world_size:
