@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +60,59 @@ def check_weights_to_evaluate(cfg: Any) -> None:
         )
 
 
+class _StartLog(logging.handlers.BufferingHandler):
+    """Keeps the log records of a run's start until its folder is opened (or the start fails)."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=0)
+
+    def shouldFlush(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging's name
+        return False
+
+
+def _hold_start_log() -> None:
+    _drop_start_log()
+    logging.getLogger().addHandler(_StartLog())
+
+
+def _drop_start_log() -> list[logging.LogRecord]:
+    """Remove the start buffer from the root logger; returns the records it held."""
+    records: list[logging.LogRecord] = []
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, _StartLog):
+            root.removeHandler(h)
+            records += h.buffer
+            h.close()
+    return records
+
+
+def open_run_folder(cfg: Any, rank: int = 0) -> None:
+    """The run has really started: create ``data.save_dir``, write ``config.yaml`` and ``log.txt``.
+
+    Called once data, model and loss are built and a resumed checkpoint is loaded and
+    checked, so a start that fails earlier leaves an existing folder byte for byte as it
+    was and creates no new one. ``log.txt`` receives the records logged since ``setup``.
+    """
+    records = _drop_start_log()
+    setup_logging(cfg.data.save_dir, rank=rank)
+    files = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.FileHandler) and getattr(h, "_reid_ir", False)
+    ]
+    for record in records:
+        for h in files:
+            if record.levelno >= h.level:
+                h.handle(record)
+    if rank == 0:
+        save_cfg(cfg, Path(cfg.data.save_dir) / "config.yaml")
+
+
 def setup(args: Any):
-    """Merge the config, prepare the output folder and logging.
+    """Merge and check the config and the output folder; console logging.
+
+    Nothing is written to the output folder here (see :func:`open_run_folder`).
 
     Returns:
         (cfg, rank, world_size)
@@ -86,9 +139,8 @@ def setup(args: Any):
         cfg.data.save_dir, resume=bool(cfg.model.resume), eval_only=cfg.test.evaluate
     )
     dist_utils.barrier()  # every rank checked the folder before rank 0 writes into it
-    setup_logging(cfg.data.save_dir, rank=rank)
-    if rank == 0:
-        save_cfg(cfg, Path(cfg.data.save_dir) / "config.yaml")
+    setup_logging(None, rank=rank)  # log.txt is opened by open_run_folder, once the run starts
+    _hold_start_log()
     logger.info(
         "config %s -> output %s (%d process%s)",
         args.config_file or "(defaults)",
@@ -124,13 +176,24 @@ def _resume(engine, cfg: Any, auto: bool) -> None:
     engine.resume(cfg.model.resume)
 
 
-def train_and_evaluate(cfg: Any, auto_resume: bool = False) -> dict:
-    """Build the engine from cfg, resume if asked, run; returns the run's summary."""
+def train_and_evaluate(
+    cfg: Any, auto_resume: bool = False, on_start: Callable[[], None] | None = None
+) -> dict:
+    """Build the engine from cfg, resume if asked, run; returns the run's summary.
+
+    Args:
+        cfg: the run's config.
+        auto_resume: ``--resume`` without a path (a folder without a checkpoint starts afresh).
+        on_start: called once the engine is built and resumed, before any training or
+            evaluation (the CLI opens the run folder there).
+    """
     from reid_ir.engine.builder import build_engine, engine_run_kwargs, test_kwargs
 
     engine = build_engine(cfg)
     if cfg.model.resume:
         _resume(engine, cfg, auto_resume)
+    if on_start is not None:
+        on_start()
     tic = time.time()
     if cfg.test.evaluate:
         kwargs = test_kwargs(cfg)
@@ -164,7 +227,9 @@ def main(args: Any) -> int:
 
     try:
         cfg, rank, _ = setup(args)
-        summary = train_and_evaluate(cfg, auto_resume=args.resume == "auto")
+        summary = train_and_evaluate(
+            cfg, auto_resume=args.resume == "auto", on_start=lambda: open_run_folder(cfg, rank)
+        )
     except (NonFiniteLossError, NonFiniteFeaturesError) as e:
         logging.basicConfig()
         logger.error("%s: %s", type(e).__name__, e)
@@ -176,6 +241,8 @@ def main(args: Any) -> int:
         )
         logger.debug("traceback", exc_info=True)
         return EXIT_USER_ERROR
+    finally:
+        _drop_start_log()  # a failed start: its records are not written anywhere but the console
     if rank == 0 and summary["results"]:
         print(
             format_results(
