@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -203,5 +203,85 @@ def plot_angle_vs_count(
     ax.set_ylabel("angle(class weight, feature center) (deg)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_metrics_with_std(
+    stats: Sequence[dict],
+    path: str | os.PathLike,
+    metrics: Sequence[tuple[str, str]] = (("rank-1", "rank1"), ("mAP", "mAP")),
+    title: str = "",
+) -> str:
+    """Grouped bars of each method per split, one panel per metric, error bars = std over seeds.
+
+    Args:
+        stats: rows with ``split``, ``method``, ``seeds``, ``<key>_mean`` and
+            ``<key>_std`` (None for one seed: no error bar), e.g. from
+            :func:`reid_ir.reports.tables.seed_statistics`.
+        path: output PNG path.
+        metrics: (axis label, key) of each panel (values in %).
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    splits = list(dict.fromkeys(r["split"] for r in stats))
+    methods = list(dict.fromkeys(r["method"] for r in stats))
+    value = {(r["split"], r["method"]): r for r in stats}
+    width = 0.8 / max(1, len(methods))
+    fig = Figure(figsize=(3.0 + 0.45 * len(methods) * len(splits), 3.2 * len(metrics) + 0.4))
+    for k, (label, key) in enumerate(metrics):
+        ax = fig.add_subplot(len(metrics), 1, k + 1)
+        for j, method in enumerate(methods):
+            cells = [(i, value[s, method]) for i, s in enumerate(splits) if (s, method) in value]
+            xs = [i + (j - (len(methods) - 1) / 2) * width for i, _ in cells]
+            ys = [r[f"{key}_mean"] for _, r in cells]
+            errs = [r.get(f"{key}_std") or 0.0 for _, r in cells]
+            bars = ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=2, label=method)
+            ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+        ax.set_xticks(range(len(splits)), splits, fontsize=8)
+        ax.set_ylabel(f"{label} (%)")
+        ax.grid(True, axis="y", alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title or "mean over seeds, error bar: std over seeds", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_epoch_curves(
+    panels: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> str:
+    """Per-epoch curves, one panel per quantity (e.g. UNPG's pair-mass share and kept count).
+
+    Args:
+        panels: ``{y-axis label: {curve label: (epochs (E,), values (E,))}}``.
+        path: output PNG path.
+        title: figure title.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: No panel, or a panel without curves.
+    """
+    if not panels or not all(panels.values()):
+        raise ValueError("plot_epoch_curves needs at least one panel, each with a curve")
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    for k, (ylabel, curves) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for label, (epochs, values) in curves.items():
+            xs, ys = np.asarray(epochs, dtype=float), np.asarray(values, dtype=float)
+            ax.plot(xs, ys, marker=".", label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

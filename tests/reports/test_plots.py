@@ -37,3 +37,27 @@ def test_write_evaluation_writes_json_and_cmc_png(tmp_path):
         "market_epoch_001_cmc.png",
     ]
     assert paths["json"].endswith(".json")
+
+
+def test_plot_metrics_with_std_writes_one_figure_for_rank1_and_map(tmp_path):
+    from reid_ir.reports.plots import plot_metrics_with_std
+
+    stats = [
+        {"split": s, "method": m, "seeds": 3, "rank1_mean": 30.0 + i, "rank1_std": 1.5,
+         "mAP_mean": 15.0 + i, "mAP_std": None if m == "b" else 0.7}
+        for s in ("lt", "bal") for i, m in enumerate("ab")
+    ]  # fmt: skip
+    path = plot_metrics_with_std(stats, tmp_path / "m.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_epoch_curves_draws_panels_and_rejects_empty_ones(tmp_path):
+    from reid_ir.reports.plots import plot_epoch_curves
+
+    panels = {"mass": {"a": ([1, 2, 3], [0.5, 0.4, 0.3])}, "kept": {"a": ([1, 2, 3], [9, 8, 7])}}
+    path = plot_epoch_curves(panels, tmp_path / "c.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="each with a curve"):
+        plot_epoch_curves({"mass": {}}, tmp_path / "e.png")
