@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-10)
 DEMO_DIR ?= log/demo/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test lint bench-eval bench-losses
+.PHONY: setup demo test lint bench-eval
 
 setup: $(STAMP)
 
@@ -30,6 +30,3 @@ lint: $(STAMP)
 
 bench-eval: $(STAMP)
 	$(PY) tools/benchmark_eval.py --scale market --dim 512
-
-bench-losses: $(STAMP)
-	$(PY) tools/benchmark_losses.py

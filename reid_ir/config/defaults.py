@@ -142,15 +142,16 @@ _C.loss = CN()
 # Loss name in reid_ir's loss registry (softmax, softmax_triplet, am_softmax, ir_am_softmax, ...).
 _C.loss.name = "softmax"
 _C.loss.softmax = CN()
-# Label smoothing (epsilon 0.1, as torchreid's CrossEntropyLoss).
+# torchreid's switch for label smoothing; False sets every head's smoothing to 0 (see loss.label_smooth).
 _C.loss.softmax.label_smooth = True
 _C.loss.triplet = CN()
 # Triplet margin (hard-mining triplet loss, euclidean distance).
 _C.loss.triplet.margin = 0.3
 # Weight of the triplet term in softmax_triplet.
 _C.loss.triplet.weight_t = 1.0
-# Weight of the cross-entropy term in softmax_triplet.
-_C.loss.triplet.weight_x = 0.0
+# Weight of the cross-entropy term in softmax_triplet (torchreid's default is 0; 1 is the BoT
+# recipe, so the logged cross-entropy is in the loss).
+_C.loss.triplet.weight_x = 1.0
 
 _C.test = CN()
 # Feature-extraction batch size.
@@ -181,7 +182,11 @@ _C.test.visrank_topk = 10
 _C.use_gpu = True
 
 # Model additions.
-# Embedding size: 0 keeps the backbone's own feature size; >0 adds a linear + BN projection.
+# Neck between the backbone and every loss: bnneck (pooled feature, no ReLU -> BN with a frozen
+# bias, as BoT / fast-reid), linear_bn (Linear to model.embedding_dim -> BN) or none (the
+# backbone's output as torchreid returns it: non-negative for osnet_*; reproduces old runs).
+_C.model.neck = "bnneck"
+# Embedding size of the linear_bn neck (0 with the other necks).
 _C.model.embedding_dim = 0
 
 # Data additions.
@@ -223,16 +228,28 @@ _C.data.imbalance.min_images = 1
 _C.data.imbalance.tail_fraction = 0.5
 # tail_fewshot: images kept per tail identity.
 _C.data.imbalance.tail_images = 2
+# Validation: hold out this many training identities (seeded by data.imbalance.seed) as query/gallery
+# (one query image per camera, Market's rule); the split is made from the rest and the *_imb
+# dataset evaluates on them instead of the test set. 0: off. For choosing settings, never the test set.
+_C.data.imbalance.val_ids = 0
 # balanced_control: the profile (long_tail or tail_fewshot, built from these same keys) whose ids and image count it matches.
 _C.data.imbalance.control_of = "long_tail"
 # Identity half the split is drawn from: '' (all), 'P' or 'F' (fixed hash halves, warm-start protocol; docs/splits.md).
 _C.data.imbalance.id_half = ""
 
+# Label smoothing epsilon of every classification head (softmax, weighted, cosine/margin heads,
+# IR, UNPG, CLMLE's softmax term), torchreid's 0.1 for all so the heads compare fairly.
+_C.loss.label_smooth = 0.1
+# Weight of a batch-hard triplet term added to any loss.name (0: none; softmax_triplet has its own).
+_C.loss.triplet.weight = 0.0
+
 _C.loss.margin = CN()
 # Scale s of normalised heads (NormFace, CosFace, ArcFace, SphereFace).
 _C.loss.margin.scale = 30.0
-# Additive margin m (CosFace: cosine margin; ArcFace: angular margin in radians).
+# CosFace / AM-Softmax additive cosine margin m.
 _C.loss.margin.m = 0.35
+# ArcFace additive angular margin in radians.
+_C.loss.margin.arc_m = 0.5
 # SphereFace multiplicative angular margin (integer).
 _C.loss.margin.sphere_m = 4
 # SphereFace: scale logits by the feature norm |x| (original A-Softmax); False normalises features and uses loss.margin.scale.
@@ -247,8 +264,10 @@ _C.loss.margin.sphere_lambda_power = 1.0
 _C.loss.margin.sphere_lambda_min = 5.0
 
 _C.loss.ir = CN()
-# Center update rule of IR heads: ema, center_loss or exact (named 'rule': 'update' would shadow CfgNode.update).
-_C.loss.ir.rule = "ema"
+# Center update rule of IR heads (named 'rule': 'update' would shadow CfgNode.update):
+# epoch_mean (mean of the class's features since the epoch started), ema, center_loss or exact
+# (class means recomputed over the training set every epoch). docs/losses.md compares them.
+_C.loss.ir.rule = "epoch_mean"
 # ema: momentum mu in c <- mu c + (1 - mu) batch-mean.
 _C.loss.ir.momentum = 0.9
 # center_loss: step alpha in c <- c - alpha sum(c - x) / (1 + n).
@@ -317,6 +336,8 @@ _C.diagnostics.weight_center_angle = True
 _C.diagnostics.head_quantile = 0.8
 
 # Test additions.
+# Which side of the neck retrieval reads: after_bn (the features the loss sees) or before_bn.
+_C.test.feature = "after_bn"
 # Search backend: auto (faiss when faiss reports a GPU, torch otherwise), faiss or torch.
 _C.test.backend = "auto"
 # Queries per evaluation chunk (bounds memory).

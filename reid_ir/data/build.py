@@ -72,7 +72,7 @@ def check_data_cfg(cfg: Any) -> None:
         params = {
             k: cfg.data.imbalance[k]
             for k in cfg.data.imbalance
-            if k not in ("profile", "manifest", "seed")
+            if k not in ("profile", "manifest", "seed", "val_ids")
         }
         try:
             imbalance.profile_params(cfg.data.imbalance.profile, **params)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ IMBALANCE_KEYS = (
     "tail_images",
     "control_of",
     "id_half",
+    "val_ids",
 )
 
 
@@ -312,6 +313,56 @@ def manifest_records(
     return out
 
 
+def validation_holdout(
+    records: Sequence[tuple[str, int, int]], num_ids: int, seed: int = 0
+) -> tuple[list, list, list]:
+    """Hold out ``num_ids`` training identities as a validation query/gallery.
+
+    The identities are drawn (seeded hash order) among those seen by at least
+    two cameras, so every query has a true match under Market's rule (gallery
+    images of the query's identity *and* camera do not count). Each held-out
+    identity gives one query image per camera (its first by name), the rest of
+    its images form the gallery.
+
+    Args:
+        records: the training folder's ``(path, pid, camid)`` (junk pid -1 ignored).
+        num_ids: identities to hold out (>= 2).
+        seed: draw seed (``data.imbalance.seed``).
+
+    Returns:
+        ``(train, query, gallery)`` record lists; train keeps every other identity.
+
+    Raises:
+        ValueError: ``num_ids`` < 2, or more than the identities with two cameras
+            (or leaving fewer than two identities to train on).
+    """
+    by_pid: dict[int, list[tuple[str, int, int]]] = {}
+    for rec in records:
+        if rec[1] != -1:
+            by_pid.setdefault(rec[1], []).append(rec)
+    eligible = sorted(
+        (pid for pid, recs in by_pid.items() if len({c for _, _, c in recs}) >= 2),
+        key=lambda pid: _imb._key(seed, "validation", pid),
+    )
+    if num_ids < 2 or num_ids > len(eligible) or len(by_pid) - num_ids < 2:
+        raise ValueError(
+            f"data.imbalance.val_ids={num_ids}: expected 2..{min(len(eligible), len(by_pid) - 2)} "
+            f"(identities seen by two cameras: {len(eligible)}, identities: {len(by_pid)})"
+        )
+    held = set(eligible[:num_ids])
+    train = [r for r in records if r[1] != -1 and r[1] not in held]
+    query, gallery = [], []
+    for pid in sorted(held):
+        first_of_camera: set[int] = set()
+        for rec in sorted(by_pid[pid]):
+            if rec[2] in first_of_camera:
+                gallery.append(rec)
+            else:
+                first_of_camera.add(rec[2])
+                query.append(rec)
+    return train, query, gallery
+
+
 class _ImbalancedMixin:
     """Shared constructor of the ``*_imb`` datasets; subclasses set the class attributes."""
 
@@ -328,7 +379,23 @@ class _ImbalancedMixin:
         self.train_dir, self.query_dir, self.gallery_dir = (str(dirs[s]) for s in SPLIT_DIRS)
         kw = dict(self.imbalance_kwargs)
         manifest_path = kw.pop("manifest", "")
-        if manifest_path:
+        val_ids = int(kw.pop("val_ids", 0) or 0)
+        if val_ids and manifest_path:
+            raise ValueError(
+                "data.imbalance.val_ids holds identities out of the split made from the profile "
+                "keys; it cannot be combined with data.imbalance.manifest"
+            )
+        if val_ids:
+            records = scan_dir(Path(self.train_dir), self.layout, rel_to=self.data_dir)
+            kept, val_query, val_gallery = validation_holdout(records, val_ids, kw.get("seed", 0))
+            self.manifest = _imb.make_manifest(
+                self.base_name, kept, kw.pop("profile", "full"), kw.pop("seed", 0), **kw
+            )
+            source = (
+                f"validation ({val_ids} training ids held out as query/gallery), profile "
+                f"{self.manifest['profile']} {self.manifest['params']} seed {self.manifest['seed']}"
+            )
+        elif manifest_path:
             self.manifest = _imb.load_manifest(manifest_path)
             source = manifest_path
         else:
@@ -340,8 +407,17 @@ class _ImbalancedMixin:
         logger.info(
             "%s_imb train split from %s: %s", self.base_name, source, self.manifest["summary"]
         )
-        query = process_dir(self.query_dir, self.layout)
-        gallery = process_dir(self.gallery_dir, self.layout)
+        if val_ids:
+            data_dir = Path(self.data_dir)
+            query = [(str(data_dir / p), pid, cam) for p, pid, cam in val_query]
+            gallery = [(str(data_dir / p), pid, cam) for p, pid, cam in val_gallery]
+            logger.info(
+                "validation query/gallery: %d / %d images of %d held-out training ids",
+                len(query), len(gallery), val_ids,
+            )
+        else:
+            query = process_dir(self.query_dir, self.layout)
+            gallery = process_dir(self.gallery_dir, self.layout)
         ImageDataset.__init__(self, train, query, gallery, **kwargs)
 
     def process_dir(self, dir_path: str, relabel: bool = False) -> list[tuple[str, int, int]]:
@@ -414,7 +490,8 @@ def register_datasets(synthetic: dict | None = None, imbalance: dict | None = No
         )
     if imb:
         _imb.profile_params(
-            imb.get("profile", "full"), **{k: v for k, v in imb.items() if k != "profile"}
+            imb.get("profile", "full"),
+            **{k: v for k, v in imb.items() if k not in ("profile", "val_ids")},
         )
     for name, base in (
         ("market1501_imb", ImbalancedMarket1501),

@@ -19,11 +19,12 @@ from reid_ir.config import ConfigError
 from reid_ir.data.build import build_datamanager
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.engine import ReidEngine
+from reid_ir.engine.hooks.center_tracker import center_tracker_hooks
 from reid_ir.engine.hooks.checkpointer import CheckpointHook
 from reid_ir.engine.hooks.evaluator import EvaluationHook
 from reid_ir.engine.hooks.train_logger import TrainLoggerHook
 from reid_ir.losses import LOSSES, build_loss_from_cfg
-from reid_ir.models import build_backbone, load_model_weights
+from reid_ir.models import backbone_kwargs, build_backbone, load_model_weights
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def build_engine(cfg: Any) -> ReidEngine:
     set_random_seed(cfg.train.seed, cfg.train.deterministic)
     use_gpu = bool(cfg.use_gpu and torch.cuda.is_available())
     datamanager = build_datamanager(cfg)
-    model = build_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.embedding_dim, use_gpu)
+    model = build_backbone(**backbone_kwargs(cfg))
     if cfg.model.load_weights:
         load_model_weights(model, cfg.model.load_weights)
     train_pids = np.asarray(
@@ -211,7 +212,7 @@ def build_engine(cfg: Any) -> ReidEngine:
         optimizer,
         scheduler,
         use_gpu=use_gpu,
-        hooks=build_default_hooks(cfg),
+        hooks=[*center_tracker_hooks(criterion), *build_default_hooks(cfg)],
         stop_on_nan=cfg.train.stop_on_nan,
         amp=cfg.train.amp,
         channels_last=cfg.train.channels_last,

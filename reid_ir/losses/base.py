@@ -33,7 +33,10 @@ class ReidLoss(nn.Module):
 
     * :meth:`class_weight` - the (C, D) matrix of per-class weight vectors
       (diagnostics plot the angle between each and its class's feature center);
-    * :meth:`hooks` - engine hooks the loss needs (e.g. a center tracker).
+    * :meth:`after_forward` - per-step state the loss keeps current itself
+      (IR centers, SphereFace's annealing), called at the end of ``forward``;
+    * :meth:`start_epoch` - called at the start of every epoch (the engine
+      does; a plain training loop should too).
     """
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:  # pragma: no cover
@@ -43,6 +46,8 @@ class ReidLoss(nn.Module):
         """(C, D) class weight vectors, or None when the loss has none."""
         return None
 
-    def hooks(self) -> list:
-        """Engine hooks this loss depends on (default: none)."""
-        return []
+    def after_forward(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """Update per-step state from a training batch: features (B, D), targets (B,). Default: none."""
+
+    def start_epoch(self) -> None:
+        """Per-epoch state (e.g. the IR centers' averaging window). Default: none."""

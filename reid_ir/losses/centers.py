@@ -2,18 +2,30 @@
 
 The state lives in :class:`CenterBank`, a small ``nn.Module`` of buffers owned
 by an IR loss (so it moves with ``.to(device)`` and is part of the loss's
-``state_dict``). The center tracker hook
-(``reid_ir.engine.hooks.center_tracker``) updates it in place after each
-optimizer step with :meth:`CenterBank.update` (:func:`update_centers`).
+``state_dict``). The loss keeps it current itself: after each training forward
+it calls :meth:`CenterBank.update` with the batch's detached features, so the
+next step uses centers that include what this step saw, in the engine and in a
+plain PyTorch loop alike. The engine's center hook only schedules what needs
+epochs: :meth:`CenterBank.start_epoch` and the ``exact`` rule's recomputation.
+
+Rules (``loss.ir.rule``), for the classes of a batch:
+
+* every rule: a class seen for the first time gets its batch mean as center
+  (no blend with the zero start, no pass over the data before training);
+* ``epoch_mean`` (default): the center is the mean of every feature of the
+  class seen since the epoch started (:meth:`CenterBank.start_epoch`); a class
+  not seen yet this epoch keeps its last epoch's mean. A class seen once an
+  epoch gets a fresh center every epoch; no extra pass over the data;
+* ``ema``: c <- mu c + (1 - mu) batch mean (mu per appearance, so a rarely seen
+  class keeps most of a stale center);
+* ``center_loss``: c <- c - alpha sum_i (c - x_i) / (1 + n) (Wen et al., 2016);
+* ``exact``: no change per step; the hook recomputes every class mean over the
+  training set after each epoch (one extra feature pass per epoch).
 
 Per-step cost is O(B x D) whatever the number of classes C: samples are grouped
-by class with ``torch.unique`` (O(B log B)), per-class sums come from
-``index_add_``, and only the batch's classes' rows of the (C, D) buffer are
-read and written, once each (``index_select`` / ``index_copy_``). On a GPU
-``torch.unique`` is one host sync per step (the engine makes one anyway when it
-logs the loss); it replaced a sync-free (B, B) label-matrix grouping that
-wrote each class's row once per sample: on the CPU that took twice the time
-for a 16 x 4 P x K batch (about the same for 64 distinct labels).
+by class with ``torch.unique`` and only the batch's classes' rows are read and
+written. Under torch.distributed the per-class sums of all ranks' batches are
+all-reduced first, so every rank holds the same centers.
 """
 
 from __future__ import annotations
@@ -23,65 +35,108 @@ import torch.distributed as dist
 from torch import nn
 
 #: Center update rules (``loss.ir.rule``).
-UPDATE_RULES = ("ema", "center_loss", "exact")
+UPDATE_RULES = ("epoch_mean", "ema", "center_loss", "exact")
 
 
 class CenterBank(nn.Module):
-    """(C, D) class centers plus an ``initialized`` flag, as buffers.
-
-    Also keeps the unit-norm centers the cosine heads multiply with
-    (:meth:`unit_centers`), refreshed row by row by :meth:`update` so a
-    forward pass never renormalises all C rows; any other change of
-    ``centers`` (``copy_``, ``load_state_dict``, ``.to()``) invalidates it and
-    the next call recomputes it.
+    """(C, D) class centers and the bookkeeping of their update rule, as buffers.
 
     Args:
         num_classes: C.
         feat_dim: D.
+        rule: one of :data:`UPDATE_RULES`.
+        momentum: ``ema``'s mu in [0, 1].
+        alpha: ``center_loss``'s step.
+
+    Buffers:
+        centers (C, D); seen (C,) bool, the class has a center; epoch_sums (C, D)
+        and epoch_counts (C,): the features of each class since :meth:`start_epoch`
+        (``epoch_mean``).
     """
 
-    def __init__(self, num_classes: int, feat_dim: int) -> None:
-        super().__init__()
-        self.num_classes, self.feat_dim = num_classes, feat_dim
-        self.register_buffer("centers", torch.zeros(num_classes, feat_dim))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
-        self._unit: torch.Tensor | None = None
-        self._unit_key: tuple | None = None
-
-    def _key(self) -> tuple:
-        c = self._buffers["centers"]  # a dict read: nn.Module attribute lookup is slower
-        return (c.data_ptr(), c._version, c.device, c.dtype)
-
-    def _fresh(self) -> bool:
-        return self._unit is not None and self._unit_key == self._key()
-
-    @torch.no_grad()
-    def unit_centers(self) -> torch.Tensor:
-        """(C, D) L2-normalised centers (zero rows stay zero); cached."""
-        if not self._fresh():
-            self._unit = unit_rows(self._buffers["centers"])
-            self._unit_key = self._key()
-        return self._unit
-
-    @torch.no_grad()
-    def update(
+    def __init__(
         self,
-        features: torch.Tensor,
-        targets: torch.Tensor,
-        rule: str = "ema",
+        num_classes: int,
+        feat_dim: int,
+        rule: str = "epoch_mean",
         momentum: float = 0.9,
         alpha: float = 0.5,
     ) -> None:
-        """:func:`update_centers` on ``centers``, keeping :meth:`unit_centers` in step (O(B x D))."""
-        fresh = self._fresh()
-        written = update_centers(self._buffers["centers"], features, targets, rule, momentum, alpha)
-        if written is not None and fresh:
-            rows, values = written
-            self._unit.index_copy_(0, rows, unit_rows(values))
-            self._unit_key = self._key()
+        super().__init__()
+        if rule not in UPDATE_RULES:
+            raise ValueError(
+                f"loss.ir.rule: unknown center update rule {rule!r}; known: {list(UPDATE_RULES)}"
+            )
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"loss.ir.momentum must be in [0, 1], got {momentum}")
+        if alpha <= 0:
+            raise ValueError(f"loss.ir.alpha must be > 0, got {alpha}")
+        self.num_classes, self.feat_dim = num_classes, feat_dim
+        self.rule, self.momentum, self.alpha = rule, float(momentum), float(alpha)
+        self.register_buffer("centers", torch.zeros(num_classes, feat_dim))
+        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+        self.register_buffer("epoch_sums", torch.zeros(num_classes, feat_dim))
+        self.register_buffer("epoch_counts", torch.zeros(num_classes))
+
+    @torch.no_grad()
+    def unit_centers(self) -> torch.Tensor:
+        """(C, D) L2-normalised centers (rows of unseen classes stay zero)."""
+        return unit_rows(self.centers)
+
+    @torch.no_grad()
+    def start_epoch(self) -> None:
+        """Start a new averaging window (``epoch_mean``): centers stay until their class reappears."""
+        self.epoch_sums.zero_()
+        self.epoch_counts.zero_()
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """Apply the rule to the classes of a batch, in place (O(B x D)).
+
+        Args:
+            features: (B, D) embeddings (detached here).
+            targets: (B,) labels in [0, C).
+        """
+        if targets.numel() == 0:
+            return
+        features = features.detach().to(self.centers.dtype)
+        gather = _gathered_class_sums if _distributed() else batch_class_sums
+        classes, sums, counts = gather(features, targets)
+        counts = counts.unsqueeze(1)
+        mean = sums / counts
+        old = self.centers.index_select(0, classes)
+        if self.rule == "epoch_mean":
+            self.epoch_sums.index_add_(0, classes, sums)
+            self.epoch_counts.index_add_(0, classes, counts.squeeze(1))
+            new = self.epoch_sums.index_select(0, classes) / self.epoch_counts.index_select(
+                0, classes
+            ).unsqueeze(1)
+        elif self.rule == "ema":
+            new = torch.lerp(mean, old, self.momentum)
+        elif self.rule == "center_loss":
+            new = old - self.alpha * (counts * old - sums) / (1 + counts)
+        else:  # exact: recomputed per epoch (CenterBank.recompute), first appearance only here
+            new = old
+        first = ~self.seen.index_select(0, classes)
+        new = torch.where(first.unsqueeze(1), mean, new)
+        self.centers.index_copy_(0, classes, new)
+        self.seen.index_fill_(0, classes, True)
+
+    @torch.no_grad()
+    def recompute(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """Set the center of every class present in ``features`` to its exact mean.
+
+        Args:
+            features: (N, D) embeddings of the training set.
+            targets: (N,) labels.
+        """
+        means, counts = class_means(features.to(self.centers), targets.to(self.centers.device), self.num_classes)
+        present = counts > 0
+        self.centers.copy_(torch.where(present.unsqueeze(1), means, self.centers))
+        self.seen |= present
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}"
+        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, rule={self.rule}"
 
 
 def unit_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -103,7 +158,7 @@ def batch_class_sums(
     """The classes of a batch with the sum and the count of their samples.
 
     One ``torch.unique`` and one ``index_add_`` (samples added in batch order),
-    so each class appears once and :func:`update_centers` writes each of its
+    so each class appears once and :meth:`CenterBank.update` writes each of its
     rows once.
 
     Args:
@@ -147,58 +202,6 @@ def _gathered_class_sums(
     sums.index_add_(0, inverse[offset : offset + targets.numel()], features)
     dist.all_reduce(sums)
     return classes, sums, counts.to(features.dtype)
-
-
-@torch.no_grad()
-def update_centers(
-    centers: torch.Tensor,
-    features: torch.Tensor,
-    targets: torch.Tensor,
-    rule: str = "ema",
-    momentum: float = 0.9,
-    alpha: float = 0.5,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Update the rows of ``centers`` of the classes in a batch, in place.
-
-    * ``ema``: c <- mu c + (1 - mu) mean_{i: y_i = c} x_i  (mu = ``momentum``);
-    * ``center_loss``: c <- c - alpha sum_{i: y_i = c} (c - x_i) / (1 + n_c)
-      (Wen et al., 2016, n_c = batch images of c);
-    * ``exact``: no per-step change (the hook recomputes all means each epoch).
-
-    Classes absent from the batch are untouched; each class of the batch has
-    its row written once, so the result is deterministic on any device. Under
-    torch.distributed the per-class sums of the union of all ranks' batches
-    are all-reduced first, so every rank applies the same update.
-
-    Args:
-        centers: (C, D) buffer, modified in place.
-        features: (B, D) detached embeddings.
-        targets: (B,) labels in [0, C).
-        rule: one of :data:`UPDATE_RULES`.
-        momentum: ema momentum mu in [0, 1].
-        alpha: center_loss step alpha.
-
-    Returns:
-        (rows (U,), values (U, D)) written (the U classes of the batch, or of
-        all ranks' batches), or None when nothing changed.
-    """
-    if rule == "exact" or targets.numel() == 0:
-        return None
-    if rule not in UPDATE_RULES:
-        raise ValueError(f"unknown center update rule {rule!r}; known: {list(UPDATE_RULES)}")
-    if features.dtype != centers.dtype:
-        features = features.to(centers.dtype)
-    gather = _gathered_class_sums if _distributed() else batch_class_sums
-    classes, sums, counts = gather(features, targets)
-    counts = counts.unsqueeze(1)
-    old = centers.index_select(0, classes)
-    if rule == "ema":
-        mean = sums.div_(counts)
-        new = torch.lerp(mean, old, momentum) if momentum > 0 else mean
-    else:  # center_loss
-        new = old - alpha * (counts * old - sums) / (1 + counts)
-    centers.index_copy_(0, classes, new)
-    return classes, new
 
 
 @torch.no_grad()

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from reid_ir.engine.hooks.clusters import ClusterHook
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES
-from reid_ir.losses.softmax import SoftmaxLoss
+from reid_ir.losses.softmax import SoftmaxLoss, label_smooth_epsilon
 
 # Cosine given to padded / masked centroids: below any real cosine.
 _MASKED = -2.0
@@ -135,7 +135,7 @@ def _clmle_kwargs(cfg) -> dict:
         "min_cluster_size": int(c.min_cluster_size),
         "kmeans_iters": int(c.kmeans_iters),
         "kmeans_seed": int(c.kmeans_seed),
-        "label_smooth": bool(cfg.loss.softmax.label_smooth),
+        "label_smooth": label_smooth_epsilon(cfg),
     }
 
 
@@ -172,7 +172,7 @@ class CLMLELoss(ReidLoss):
         min_cluster_size: int = 4,
         kmeans_iters: int = 20,
         kmeans_seed: int = 0,
-        label_smooth: bool = True,
+        label_smooth: float = 0.1,
     ) -> None:
         super().__init__()
         self.num_classes, self.feat_dim = num_classes, feat_dim

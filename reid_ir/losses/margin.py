@@ -5,9 +5,10 @@ All heads share one core (:class:`CosineMarginLoss`)::
     cos_ij   = <x_i / |x_i|, w_j / |w_j|>                     (B, C)
     mcos_ij  = psi(cos_ij) if j == y_i else cos_ij            margin on the target only
     logit_ij = scale_i * mcos_ij                              scale s, or |x_i| (SphereFace)
-    loss     = cross_entropy(logits, y)
+    loss     = label_smoothed_cross_entropy(logits, y, epsilon)   (``loss.label_smooth``)
 
-and differ only in the target-margin function psi (:meth:`target_margin`):
+and differ only in the target-margin function psi (:meth:`target_margin`): a new
+head is a subclass that overrides it (autograd differentiates it):
 
 ============== ============ ==================================================
 ``loss.name``  paper        psi(cos theta)
@@ -24,10 +25,10 @@ Wrappers (e.g. UNPG) reuse a head through :meth:`CosineMarginLoss.unit_cosines`
 :meth:`CosineMarginLoss.margin_cosines`
 (the (B, C) cosines with the margin applied to the target class only, before
 scaling), :meth:`CosineMarginLoss.logit_scale` (the scale s, or the (B, 1)
-feature norms for SphereFace without a fixed scale), the fused loss
-:meth:`CosineMarginLoss.margin_cross_entropy` (cross-entropy over
-``logit_scale(x) * margin_cosines(x, y)``, optionally with one extra shared
-column) and :meth:`CosineMarginLoss.after_forward` (per-step state such as
+feature norms for SphereFace without a fixed scale), 
+:meth:`CosineMarginLoss.margin_cross_entropy` (the label-smoothed cross-entropy
+over ``logit_scale(x) * margin_cosines(x, y)``, optionally with one extra column
+shared by every row) and :meth:`CosineMarginLoss.after_forward` (per-step state such as
 SphereFace's annealing). The IR-Softmax variants
 (``reid_ir.losses.ir``) are the same heads with the class weights replaced by
 tracked class centers.
@@ -41,14 +42,9 @@ import torch
 from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
-from reid_ir.losses.fused import (
-    MarginCrossEntropy,
-    NormScaledMarginCrossEntropy,
-    WeightNormalizedProduct,
-    constant,
-    unit_rows_with_grad,
-)
+from reid_ir.losses.fused import WeightNormalizedProduct, constant, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES
+from reid_ir.losses.softmax import label_smooth_epsilon, label_smoothed_cross_entropy
 
 
 class CosineMarginLoss(ReidLoss):
@@ -58,15 +54,24 @@ class CosineMarginLoss(ReidLoss):
         num_classes: C.
         feat_dim: D.
         scale: logit scale s.
+        label_smooth: label smoothing epsilon over the C classes (True: 0.1).
 
     Attributes:
         scale: s (``None`` for SphereFace scaled by the feature norm).
+        epsilon: the label smoothing.
     """
 
-    def __init__(self, num_classes: int, feat_dim: int, scale: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        feat_dim: int,
+        scale: float | None = 30.0,
+        label_smooth: float = 0.1,
+    ) -> None:
         super().__init__()
         self.num_classes, self.feat_dim = num_classes, feat_dim
         self.scale = None if scale is None else float(scale)
+        self.epsilon = label_smooth_epsilon(label_smooth)
         self._build_class_weight()
 
     def _build_class_weight(self) -> None:
@@ -129,47 +134,38 @@ class CosineMarginLoss(ReidLoss):
         targets: torch.Tensor,
         unit_features: torch.Tensor | None = None,
         extra: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The head's loss, ``cross_entropy(logit_scale(x) * margin_cosines(x, y), y)``, fused.
-
-        Computed without materialising the unscaled cosines (the scale goes
-        into the (B, D) features: ``unit_cosines`` is linear) and with the
-        margin, the softmax and the cross-entropy in one autograd function
-        (:class:`~reid_ir.losses.fused.MarginCrossEntropy`); with the feature
-        norm as the scale and weights without gradient (IR-A-Softmax) the
-        product and the norm go into it too
-        (:class:`~reid_ir.losses.fused.NormScaledMarginCrossEntropy`).
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The head's loss: label-smoothed CE over ``logit_scale(x) * margin_cosines(x, y)``.
 
         Args:
             features: (B, D) embeddings.
             targets: (B,) labels.
             unit_features: (B, D) ``features / |features|`` if the caller has them.
             extra: one more logit column shared by every row (0-d, or (B,)), as
-                UNPG adds; None for the head alone.
+                UNPG adds; it takes part in the softmax but gets no smoothing
+                mass (smoothing spreads over the C classes only).
 
         Returns:
-            The loss (0-d) and the (B, C) scaled cosines without the margin.
+            The loss (0-d), the (B, C) scaled cosines without margin (detached:
+            the logits for accuracy) and the mean softmax mass of the extra
+            column (0-d, detached) or None without one.
         """
-        if self.scale is None and (fixed := self.fixed_unit_weight()) is not None:
-            # s_i = |x_i| and weights without gradient (IR): product and norm in one function
-            return NormScaledMarginCrossEntropy.apply(features, fixed, targets, self, extra)
+        if unit_features is None:
+            unit_features = unit_rows_with_grad(features)
+        cos = self.unit_cosines(unit_features)
         scale = self.logit_scale(features)
-        if self.scale is None:  # s_i = |x_i|, so s_i x_i / |x_i| = x_i
-            scaled_cos = self.unit_cosines(features)
-        elif unit_features is None:
-            scaled_cos = self.unit_cosines(unit_rows_with_grad(features, scale))
-        else:
-            scaled_cos = self.unit_cosines(unit_features * scale)
-        loss = MarginCrossEntropy.apply(scaled_cos, targets, scale, self, extra)
-        return loss, scaled_cos
-
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """psi(cos) and its derivative d psi / d cos, without autograd: (B, 1) -> 2 x (B, 1).
-
-        Equal to :meth:`target_margin` and its autograd derivative (tested);
-        :meth:`margin_cross_entropy` uses them to differentiate the margin in one op.
-        """
-        return cos_target, torch.ones_like(cos_target)
+        logits = self.margin_cosines(features, targets, cos) * scale
+        num_classes = logits.shape[1]
+        if extra is not None:
+            column = extra.expand(len(targets)) if extra.dim() == 0 else extra
+            logits = torch.cat([logits, column.unsqueeze(1)], dim=1)
+        loss, log_probs = label_smoothed_cross_entropy(
+            logits, targets, self.epsilon, num_classes=num_classes, return_log_probs=True
+        )
+        extra_mass = None
+        if extra is not None:
+            extra_mass = log_probs[:, num_classes].detach().exp().mean()
+        return loss, (cos * scale).detach(), extra_mass
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """:meth:`margin_cross_entropy`.
@@ -181,12 +177,12 @@ class CosineMarginLoss(ReidLoss):
         Returns:
             The loss, and the scaled cosines (B, C) without margin as ``logits``.
         """
-        loss, scaled_cos = self.margin_cross_entropy(features, targets)
-        self.after_forward()
+        loss, scaled_cos, _ = self.margin_cross_entropy(features, targets)
+        self.after_forward(features, targets)
         return LossOutput(loss, scaled_cos)
 
-    def after_forward(self) -> None:
-        """State update after a training forward (SphereFace's iteration count).
+    def after_forward(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """State update after a training forward (SphereFace's iteration count, IR's centers).
 
         Wrappers that compute the head's logits themselves (UNPG) call it once
         per forward, as :meth:`forward` does.
@@ -204,19 +200,22 @@ class AMSoftmaxLoss(CosineMarginLoss):
         feat_dim: D.
         scale: s.
         m: additive cosine margin.
+        label_smooth: see :class:`CosineMarginLoss`.
     """
 
     def __init__(
-        self, num_classes: int, feat_dim: int, scale: float = 30.0, m: float = 0.35
+        self,
+        num_classes: int,
+        feat_dim: int,
+        scale: float = 30.0,
+        m: float = 0.35,
+        label_smooth: float = 0.1,
     ) -> None:
-        super().__init__(num_classes, feat_dim, scale)
+        super().__init__(num_classes, feat_dim, scale, label_smooth)
         self.m = float(m)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         return cos_target - constant(self.m, cos_target)
-
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.target_margin(cos_target), torch.ones_like(cos_target)
 
 
 class ArcFaceLoss(CosineMarginLoss):
@@ -230,12 +229,18 @@ class ArcFaceLoss(CosineMarginLoss):
         feat_dim: D.
         scale: s.
         m: additive angular margin in radians.
+        label_smooth: see :class:`CosineMarginLoss`.
     """
 
     def __init__(
-        self, num_classes: int, feat_dim: int, scale: float = 30.0, m: float = 0.5
+        self,
+        num_classes: int,
+        feat_dim: int,
+        scale: float = 30.0,
+        m: float = 0.5,
+        label_smooth: float = 0.1,
     ) -> None:
-        super().__init__(num_classes, feat_dim, scale)
+        super().__init__(num_classes, feat_dim, scale, label_smooth)
         self.m = float(m)
         self._cos_m, self._sin_m = math.cos(self.m), math.sin(self.m)
         self._threshold = math.cos(math.pi - self.m)
@@ -263,19 +268,6 @@ class ArcFaceLoss(CosineMarginLoss):
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         sin = self._one_minus_square(cos_target).clamp_min(1e-12).sqrt()
         return self._psi(cos_target, sin, self._fallback(cos_target))
-
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # d/dc [c cos m - sqrt(1 - c^2) sin m] = cos m + c sin m / sqrt(1 - c^2), where the
-        # clamp of 1 - c^2 is inactive (autograd's derivative through the clamp is 0 there);
-        # slope 1 on the fallback branch
-        one_minus = self._one_minus_square(cos_target)
-        sin = one_minus.clamp_min(1e-12).sqrt_()
-        ratio = (cos_target / sin).masked_fill_(one_minus <= constant(1e-12, one_minus), 0.0)
-        slope = torch.add(constant(self._cos_m, ratio), ratio, alpha=self._sin_m)
-        fallback = self._fallback(cos_target)
-        slope.masked_fill_(fallback, 1.0)
-        return self._psi(cos_target, sin, fallback), slope
-
 
 def _chebyshev_coefficients(m: int) -> list[int]:
     """Coefficients of T_m (T_0 = 1, T_1 = x, T_k+1 = 2x T_k - T_k-1) for x^m, x^(m-2), ..."""
@@ -315,6 +307,7 @@ class ASoftmaxLoss(CosineMarginLoss):
         scale: None scales the logits by the feature norm |x| (original
             SphereFace); a float normalises features and uses it as s.
         lambda_base, lambda_gamma, lambda_power, lambda_min: annealing schedule.
+        label_smooth: see :class:`CosineMarginLoss`.
     """
 
     def __init__(
@@ -327,8 +320,9 @@ class ASoftmaxLoss(CosineMarginLoss):
         lambda_gamma: float = 0.12,
         lambda_power: float = 1.0,
         lambda_min: float = 5.0,
+        label_smooth: float = 0.1,
     ) -> None:
-        super().__init__(num_classes, feat_dim, scale)
+        super().__init__(num_classes, feat_dim, scale, label_smooth)
         if int(m) != m or m < 1:
             raise ValueError(f"A-Softmax margin m must be a positive integer, got {m}")
         self.m = int(m)
@@ -336,10 +330,6 @@ class ASoftmaxLoss(CosineMarginLoss):
         self.lambda_power, self.lambda_min = float(lambda_power), float(lambda_min)
         # cos(m theta) = T_m(cos theta); T_m's coefficients of cos^m, cos^(m-2), ... (highest first)
         self._cheb = _chebyshev_coefficients(self.m)
-        # T_m'(x): coefficients of x^(m-1), x^(m-3), ... (highest first)
-        self._cheb_slope = [
-            c * (self.m - 2 * j) for j, c in enumerate(self._cheb) if self.m > 2 * j
-        ]
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._iteration_host, self._iteration_key = 0, None
         # branch k of theta in [k pi / m, (k + 1) pi / m]: with i = #{branch cosines <= c}
@@ -407,19 +397,7 @@ class ASoftmaxLoss(CosineMarginLoss):
         cos_m = self.cos_m_theta(cos_target)
         return self._blend(cos_target, sign, neg_2k, cos_m, self._blend_weight())
 
-    def margin_and_slope(self, cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sign, neg_2k = self._branch(cos_target)
-        cos2 = cos_target * cos_target
-        slope = _horner(self._cheb_slope, cos2)  # T_m'(c) = m U_(m-1)(c)
-        if self.m % 2 == 0:  # T_m' is odd
-            slope = slope * cos_target
-        w = self._blend_weight()
-        psi = self._blend(cos_target, sign, neg_2k, self.cos_m_theta(cos_target, cos2), w)
-        # (lambda + (-1)^k T_m'(c)) / (1 + lambda) = 1 + w ((-1)^k T_m'(c) - 1)
-        one = constant(1.0, slope)
-        return psi, torch.addcmul(one, sign, slope, value=w).sub_(one, alpha=w)
-
-    def after_forward(self) -> None:
+    def after_forward(self, features: torch.Tensor, targets: torch.Tensor) -> None:
         if self.training:
             t = self._iteration_value()
             iteration = self._buffers["iteration"]
@@ -431,13 +409,16 @@ class ASoftmaxLoss(CosineMarginLoss):
         return f"{super().extra_repr()}, m={self.m}"
 
 
-def _scale(cfg) -> float:
-    return float(cfg.loss.margin.scale)
+def _head_kwargs(cfg) -> dict:
+    """Arguments every cosine head reads: the scale s and the label smoothing."""
+    return {"scale": float(cfg.loss.margin.scale), "label_smooth": label_smooth_epsilon(cfg)}
 
 
-def _sphere_kwargs(cfg) -> dict:
+def sphere_kwargs(cfg) -> dict:
+    """A-Softmax's arguments from ``loss.margin``."""
     mc = cfg.loss.margin
     return {
+        **_head_kwargs(cfg),
         "m": int(mc.sphere_m),
         "scale": None if mc.sphere_feature_norm else float(mc.scale),
         "lambda_base": float(mc.sphere_lambda_base),
@@ -447,15 +428,17 @@ def _sphere_kwargs(cfg) -> dict:
     }
 
 
-def _norm_kwargs(cfg) -> dict:
-    return {"scale": _scale(cfg)}
+def am_kwargs(cfg) -> dict:
+    """AM-Softmax's (CosFace's) arguments: s, the cosine margin ``loss.margin.m``."""
+    return {**_head_kwargs(cfg), "m": float(cfg.loss.margin.m)}
 
 
-def _am_kwargs(cfg) -> dict:
-    return {"scale": _scale(cfg), "m": float(cfg.loss.margin.m)}
+def arcface_kwargs(cfg) -> dict:
+    """ArcFace's arguments: s, its own angular margin ``loss.margin.arc_m`` (radians)."""
+    return {**_head_kwargs(cfg), "m": float(cfg.loss.margin.arc_m)}
 
 
-LOSSES.add("norm_softmax", CosineMarginLoss, _norm_kwargs)
-LOSSES.add("a_softmax", ASoftmaxLoss, _sphere_kwargs)
-LOSSES.add("am_softmax", AMSoftmaxLoss, _am_kwargs)
-LOSSES.add("arcface", ArcFaceLoss, _am_kwargs)
+LOSSES.add("norm_softmax", CosineMarginLoss, _head_kwargs)
+LOSSES.add("a_softmax", ASoftmaxLoss, sphere_kwargs)
+LOSSES.add("am_softmax", AMSoftmaxLoss, am_kwargs)
+LOSSES.add("arcface", ArcFaceLoss, arcface_kwargs)

@@ -64,8 +64,17 @@ def loss_kwargs(cfg) -> dict:
 
 
 def build_loss_from_cfg(cfg, num_classes: int, feat_dim: int, class_counts: torch.Tensor | None = None):
-    """Build the configured loss with the keyword arguments its entry reads from cfg."""
-    return build_loss(
+    """Build the configured loss with the keyword arguments its entry reads from cfg.
+
+    With ``loss.triplet.weight`` > 0 the loss is wrapped to add a batch-hard
+    triplet term (:class:`~reid_ir.losses.triplet.WithTriplet`).
+    """
+    loss = build_loss(
         configured_loss_name(cfg), num_classes=num_classes, feat_dim=feat_dim, class_counts=class_counts,
         **loss_kwargs(cfg),
     )
+    if cfg.loss.triplet.weight > 0:
+        from reid_ir.losses.triplet import WithTriplet
+
+        loss = WithTriplet(loss, float(cfg.loss.triplet.margin), float(cfg.loss.triplet.weight))
+    return loss

@@ -1,4 +1,14 @@
-"""Softmax + batch-hard triplet loss (torchreid's ``triplet`` engine)."""
+"""Batch-hard triplet loss: with softmax (BoT / torchreid's ``triplet`` engine) or beside any head.
+
+* ``softmax_triplet`` (alias ``triplet``, torchreid's name): ``weight_x`` x
+  label-smoothed softmax + ``weight_t`` x triplet, both 1 by default (the BoT
+  recipe; ``loss.triplet.weight_x`` / ``weight_t``);
+* ``loss.triplet.weight`` > 0 adds ``weight`` x triplet to any other
+  ``loss.name`` (:class:`WithTriplet`, built by ``build_loss_from_cfg``).
+
+The triplet term needs positives in the batch: use ``sampler.train_sampler:
+RandomIdentitySampler`` (P identities x K images).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +16,7 @@ import torch
 
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES
-from reid_ir.losses.softmax import SoftmaxLoss
+from reid_ir.losses.softmax import SoftmaxLoss, label_smooth_epsilon
 
 
 def batch_hard_triplet(features: torch.Tensor, targets: torch.Tensor, margin: float) -> torch.Tensor:
@@ -36,11 +46,43 @@ def batch_hard_triplet(features: torch.Tensor, targets: torch.Tensor, margin: fl
 
 def _triplet_kwargs(cfg) -> dict:
     return {
-        "label_smooth": bool(cfg.loss.softmax.label_smooth),
+        "label_smooth": label_smooth_epsilon(cfg),
         "margin": float(cfg.loss.triplet.margin),
         "weight_t": float(cfg.loss.triplet.weight_t),
         "weight_x": float(cfg.loss.triplet.weight_x),
     }
+
+
+class WithTriplet(ReidLoss):
+    """A loss plus ``weight`` x batch-hard triplet on the same features.
+
+    Args:
+        loss: any reid_ir loss (its logits, terms, state and class weights pass through).
+        margin: triplet margin.
+        weight: weight of the triplet term.
+    """
+
+    def __init__(self, loss: ReidLoss, margin: float = 0.3, weight: float = 1.0) -> None:
+        super().__init__()
+        if weight <= 0:
+            raise ValueError(f"loss.triplet.weight must be > 0 to add a triplet term, got {weight}")
+        self.loss, self.margin, self.weight = loss, float(margin), float(weight)
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
+        """Args: features (B, D), targets (B,). Returns the sum, the loss's logits and terms."""
+        out = self.loss(features, targets)
+        trip = batch_hard_triplet(features, targets, self.margin)
+        terms = {**out.terms, "cls": out.loss.detach(), "triplet": trip.detach()}
+        return LossOutput(out.loss + self.weight * trip, out.logits, terms)
+
+    def class_weight(self) -> torch.Tensor | None:
+        return self.loss.class_weight()
+
+    def start_epoch(self) -> None:
+        self.loss.start_epoch()
+
+    def hooks(self) -> list:
+        return getattr(self.loss, "hooks", list)()
 
 
 class SoftmaxTripletLoss(ReidLoss):
@@ -63,7 +105,7 @@ class SoftmaxTripletLoss(ReidLoss):
         self,
         num_classes: int,
         feat_dim: int,
-        label_smooth: bool = True,
+        label_smooth: float = 0.1,
         margin: float = 0.3,
         weight_t: float = 1.0,
         weight_x: float = 1.0,

@@ -9,15 +9,17 @@ construction); a metric loss only sees the mini-batch. UNPG adds filtered
 in-batch negative pair similarities to the classification loss's negatives:
 
 * CLPG: ``mcos = head.margin_cosines(x, y)`` (B, C), the head's cosines with
-  the margin on the target class only, before scaling (computed already scaled,
-  fused with the cross-entropy by ``head.margin_cross_entropy``);
+  the margin on the target class only, before scaling;
 * MLPG: ``z = x / |x|``; negatives ``n = {z_i . z_j : i < j, y_i != y_j}`` (L,),
   each unordered pair once, gradients into both sides;
 * filter (box and whisker): with ``s = sort(n)``, ``Q1 = s[int(0.25 L)]``,
   ``Q3 = s[int(0.75 L)]``, keep ``k = {n_l in [Q1 - w IQR, Q3 + w IQR]}`` (K,);
   fewer than 4 negatives are all kept;
 * loss: ``cross_entropy(scale * [mcos | k repeated on every row], y)`` with the
-  head's scale (plain cross-entropy, no label smoothing, as in the paper).
+  head's scale and the head's label smoothing over the C classes
+  (``loss.label_smooth``, as every head here; the paper uses none: set it to 0);
+* diagnostics: the term ``unpg_pair_mass``, the mean softmax mass of the pair
+  column, says how much the kept pairs weigh against the C - 1 class negatives.
 
 A batch without any negative pair falls back to the head's own loss.
 
@@ -27,17 +29,16 @@ negatives, the kept pairs are a mask (:func:`kept_pair_mask`) and the
 log-sum-exp runs over the masked matrix, so no gradient goes through a
 gathered list; the list form (:func:`in_batch_negatives`,
 :func:`box_whisker_filter`) gives the same values and is what the tests
-compare with. The head's margin cross-entropy with the shared column is one
-fused op (:class:`~reid_ir.losses.fused.MarginCrossEntropy`). On the CPU the
+compare with. On the CPU the
 masks, the quartiles and the masked log-sum-exp run in numpy on views of the
 (N, N) matrix (``reid_ir.losses.fused.SmallArrays``); the functions above take
 tensors or ndarrays and give the same kept pairs for both (tested).
 
 The K extra columns are the same on every row, so they enter each row's
 softmax only through ``extra = logsumexp(scale * k)``; the loss folds that one
-value into each row's log-sum-exp (``logaddexp(lse_i, extra)``) instead of
-appending K copies (identical value and gradients, O(B C + N^2) memory instead
-of O(B (C + K)), which matters once ``gather`` makes L ~ (world B)^2 / 2).
+value as one extra column of each row instead of appending K copies (identical
+value and gradients, O(B C + N^2) memory instead of O(B (C + K)), which matters
+once ``gather`` makes L ~ (world B)^2 / 2).
 
 Every cosine head of the registry that exposes ``margin_cross_entropy``,
 ``logit_scale`` and ``after_forward`` gets a ``unpg_<name>`` twin
@@ -271,7 +272,7 @@ class UNPGLoss(ReidLoss):
     Args:
         head: a loss exposing ``margin_cross_entropy(x, y, x / |x|, extra) ->
             (loss, (B, C) scale * cosines)``, ``logit_scale(x) ->
-            float | (B, 1)`` and ``after_forward()`` (every head of
+            float | (B, 1)`` and ``after_forward(x, y)`` (every head of
             ``reid_ir.losses.margin`` and its IR variants).
         whisker: box-and-whisker width w.
         gather: all-gather embeddings and labels across ranks for the pairs.
@@ -324,8 +325,10 @@ class UNPGLoss(ReidLoss):
 
         Returns:
             LossOutput: the loss, the head's (B, C) scaled cosines without margin
-            as ``logits`` (what the head itself returns) and
-            ``terms`` ``unpg_negatives`` (L) and ``unpg_kept`` (K) as 0-d tensors.
+            as ``logits`` (what the head itself returns) and ``terms``
+            ``unpg_negatives`` (L), ``unpg_kept`` (K) and ``unpg_pair_mass`` (the
+            mean softmax probability of the shared pair column: how much of the
+            softmax mass the kept pairs take from the classes) as 0-d tensors.
         """
         z = unit_rows_with_grad(features)
         gram, labels = self.pair_similarities(z, targets)
@@ -333,9 +336,8 @@ class UNPGLoss(ReidLoss):
         if num_neg == 0:  # no negative pair: the head's own loss
             out = self.head(features, targets)
             zero = features.new_zeros(())
-            return LossOutput(
-                out.loss, out.logits, {**out.terms, "unpg_negatives": zero, "unpg_kept": zero}
-            )
+            terms = {"unpg_negatives": zero, "unpg_kept": zero, "unpg_pair_mass": zero}
+            return LossOutput(out.loss, out.logits, {**out.terms, **terms})
         scale = self.head.logit_scale(features)
         # logsumexp over the K shared columns: a 0-d tensor, or (B,) for a per-row scale
         if isinstance(scale, torch.Tensor):
@@ -344,13 +346,14 @@ class UNPGLoss(ReidLoss):
             extra = MaskedLogSumExp.apply(gram, keep, float(scale))
         # CLPG + the extra column: cross_entropy(s * [mcos | k], y), fused by the head
         # (features normalised once, for both parts; no (B, C + K) concatenation)
-        loss, scaled_cos = self.head.margin_cross_entropy(
+        loss, scaled_cos, pair_mass = self.head.margin_cross_entropy(
             features, targets, unit_features=z, extra=extra
         )
-        self.head.after_forward()  # e.g. SphereFace's annealing step count
+        self.head.after_forward(features, targets)  # SphereFace's annealing, IR's centers
         terms = {
             "unpg_negatives": features.new_tensor(float(num_neg)),
             "unpg_kept": keep.sum().to(features.dtype),
+            "unpg_pair_mass": pair_mass,
         }
         return LossOutput(loss, scaled_cos, terms)
 
@@ -358,9 +361,13 @@ class UNPGLoss(ReidLoss):
         """The head's (C, D) class weights (tracked centers for IR heads)."""
         return self.head.class_weight()
 
+    def start_epoch(self) -> None:
+        """The head's per-epoch state (IR centers' averaging window)."""
+        self.head.start_epoch()
+
     def hooks(self) -> list:
-        """The head's hooks (e.g. the center tracker of IR heads)."""
-        return self.head.hooks()
+        """The head's hooks, if it has any."""
+        return getattr(self.head, "hooks", list)()
 
     def extra_repr(self) -> str:
         return f"whisker={self.whisker}, gather={self.gather}"

@@ -17,7 +17,7 @@ import torch
 
 from reid_ir.losses.base import LossOutput
 from reid_ir.losses.registry import LOSSES
-from reid_ir.losses.softmax import SoftmaxLoss, label_smoothed_cross_entropy
+from reid_ir.losses.softmax import SoftmaxLoss, label_smooth_epsilon, label_smoothed_cross_entropy
 
 WEIGHT_RULES = ("inverse", "effective")
 
@@ -60,7 +60,7 @@ class WeightedSoftmaxLoss(SoftmaxLoss):
         rule: ``inverse`` or ``effective``.
         beta: exponent of the inverse rule.
         gamma: effective-number hyper-parameter.
-        label_smooth: label smoothing with epsilon 0.1.
+        label_smooth: label smoothing epsilon (True: 0.1).
     """
 
     def __init__(
@@ -71,7 +71,7 @@ class WeightedSoftmaxLoss(SoftmaxLoss):
         rule: str = "inverse",
         beta: float = 1.0,
         gamma: float = 0.999,
-        label_smooth: bool = True,
+        label_smooth: float = 0.1,
     ) -> None:
         super().__init__(num_classes, feat_dim, label_smooth)
         if class_counts is None:
@@ -96,7 +96,7 @@ def _weighted_kwargs(cfg) -> dict:
         "rule": str(w.rule),
         "beta": float(w.beta),
         "gamma": float(w.gamma),
-        "label_smooth": bool(cfg.loss.softmax.label_smooth),
+        "label_smooth": label_smooth_epsilon(cfg),
     }
 
 
