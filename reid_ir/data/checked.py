@@ -5,11 +5,14 @@ torchreid's ``read_image`` retries an unreadable file forever (it catches the
 hangs a run. :class:`CheckedImageDataset` replaces torchreid's dataset
 ``__getitem__`` with one that reads through :func:`read_image_checked`:
 
-* by default, the first unreadable image stops the run with
-  :class:`CorruptImageError` naming the file;
-* with ``data.skip_corrupt: true``, :func:`check_datamanager` decodes every
-  image once at start, drops the unreadable ones from train, query and gallery,
-  and logs how many it dropped and which.
+* by default, :func:`check_datamanager` checks every image of train, query and
+  gallery cheaply before the first step (:func:`image_problem`: the header parses
+  and a JPEG / PNG ends with its end marker; only a file that does not is fully
+  decoded) and stops with :class:`CorruptImageError` naming the first unreadable
+  file; an image that still fails later (changed on disk) stops the run the same way;
+* with ``data.skip_corrupt: true``, it decodes every image once at start, drops
+  the unreadable ones from train, query and gallery, and logs how many it
+  dropped and which.
 """
 
 from __future__ import annotations
@@ -89,6 +92,83 @@ class CheckedImageDataset(Dataset):
         return getattr(self.dataset, name)
 
 
+#: what a complete file of each format ends with (a truncated one does not)
+_END_MARKERS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",)}
+
+
+def _full_decode_problem(path: str | os.PathLike) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.convert("RGB").load()
+    except Exception as e:  # noqa: BLE001 - any decoding failure means "corrupt"
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def image_problem(path: str | os.PathLike) -> str | None:
+    """Why the image at ``path`` cannot be read, or None; cheap for intact JPEG / PNG files.
+
+    The header is parsed (format and size) and the file's last bytes are compared with
+    the format's end marker, which a truncated file lacks; only a file without it (or of
+    another format) is decoded in full, so a JPEG with bytes after its end marker passes.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            fmt = img.format
+            width, height = img.size
+    except FileNotFoundError:
+        return "the file does not exist (the dataset lists it)"
+    except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
+        return f"{type(e).__name__}: {e}"
+    if width < 1 or height < 1:
+        return f"image size {width}x{height}"
+    markers = _END_MARKERS.get(fmt or "", ())
+    if markers:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16))
+            tail = f.read().rstrip(b"\x00\r\n ")
+        if tail.endswith(markers):
+            return None
+    return _full_decode_problem(path)
+
+
+def check_readable(datasets: Sequence[tuple[str, Sequence]], progress: bool = True) -> None:
+    """Check every image of ``datasets`` with :func:`image_problem` before any work is done.
+
+    Args:
+        datasets: ``(what, items)`` pairs, items ``(img_path, pid, camid, ...)``.
+        progress: show a progress bar.
+
+    Raises:
+        CorruptImageError: naming the first unreadable image and how many there are.
+    """
+    bad: list[tuple[str, str, str]] = []
+    for what, items in datasets:
+        paths = [it[0] for it in items]
+        for path in tqdm(
+            paths, desc=f"checking {what}", unit="img", leave=False, disable=not progress
+        ):
+            problem = image_problem(path)
+            if problem is not None:
+                bad.append((what, path, problem))
+    if bad:
+        what, path, problem = bad[0]
+        more = (
+            f" ({len(bad)} unreadable images in all: {[p for _, p, _ in bad[:5]]})"
+            if len(bad) > 1
+            else ""
+        )
+        raise CorruptImageError(
+            f"cannot decode image {path} ({what}): {problem}{more}. Replace the file, or set "
+            "data.skip_corrupt True to skip unreadable images; nothing was trained"
+        )
+
+
 def find_unreadable(
     paths: Sequence[str], desc: str = "checking images", progress: bool = True
 ) -> list[str]:
@@ -131,7 +211,9 @@ def check_datamanager(
 
     Args:
         dm: torchreid ``ImageDataManager``.
-        skip_corrupt: decode every image now and drop the unreadable ones.
+        skip_corrupt: decode every image now and drop the unreadable ones; without it
+            every image is checked (:func:`check_readable`) and one unreadable image
+            raises :class:`CorruptImageError`.
         progress: show progress bars while checking.
 
     Returns:
@@ -139,6 +221,16 @@ def check_datamanager(
         [skipped paths]}`` (only non-empty lists).
     """
     skipped: dict[str, list[str]] = {}
+    if not skip_corrupt:
+        check_readable(
+            [("train", dm.train_loader.dataset.data)]
+            + [
+                (f"{name}/{split}", loader.dataset.data)
+                for name, loaders in dm.test_loader.items()
+                for split, loader in loaders.items()
+            ],
+            progress,
+        )
     train = _checked(dm.train_loader.dataset, skip_corrupt, "train", skipped, progress)
     for name, loaders in dm.test_loader.items():
         for split, loader in list(loaders.items()):

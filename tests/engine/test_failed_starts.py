@@ -45,7 +45,15 @@ def finished_run(tmp_path_factory):
     """(data root, folder of a finished one-epoch softmax run)."""
     root = tmp_path_factory.mktemp("data")
     out = tmp_path_factory.mktemp("runs") / "done"
-    argv = ["--config-file", str(TINY_YAML), *FAST, "data.root", str(root), "data.save_dir", str(out)]
+    argv = [
+        "--config-file",
+        str(TINY_YAML),
+        *FAST,
+        "data.root",
+        str(root),
+        "data.save_dir",
+        str(out),
+    ]
     assert train_net.main(train_net.parse_args(argv)) == 0
     assert (out / "config.yaml").is_file() and (out / "log.txt").is_file()
     return root, out
@@ -86,7 +94,9 @@ def test_a_failed_resume_leaves_the_run_folder_byte_for_byte(
     if prepare is not None:
         prepare(run)
     before = checksums(run)
-    code, errors = cli(caplog, "--resume", "data.root", str(root), "data.save_dir", str(run), *overrides)
+    code, errors = cli(
+        caplog, "--resume", "data.root", str(root), "data.save_dir", str(run), *overrides
+    )
     assert code == 2, case
     assert len(errors) == 1 and all(f in errors[0] for f in fragments), errors
     assert checksums(run) == before, f"{case}: the failed start changed the run folder"
