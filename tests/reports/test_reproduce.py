@@ -52,7 +52,8 @@ def test_grid_writes_every_cell_table_and_plots(grid):
     assert {(r["method"], r["seed"]) for r in rows} == {("softmax", "1"), ("softmax", "2"), ("ir_am_softmax", "1")}
     table = (out / "table.md").read_text()
     assert "| long_tail_rho10 | softmax | 2 |" in table and "±" in table
-    for name in ("map_by_method.png", "rank1_by_method.png", "angles_long_tail_rho10.png"):
+    assert "| long_tail_rho10 | ir_am_softmax | 1 |" in table and "(1) | no evidence |" in table
+    for name in ("rank1_map_by_method.png", "angles_long_tail_rho10.png"):
         assert (out / name).stat().st_size > 1000, name
 
 
@@ -91,3 +92,22 @@ def test_override_swallowed_by_a_list_option_is_named(tmp_path):
     assert proc.returncode != 0
     assert "--splits got ['train.max_epoch']" in proc.stderr
     assert not (tmp_path / "work").exists()  # nothing was started
+
+
+def test_warm_start_pretrains_on_half_p_and_fine_tunes_on_half_f_from_its_weights(grid, tmp_path):
+    root = grid[0]
+    work, out = tmp_path / "work", tmp_path / "out"
+    cmd = [
+        sys.executable, str(REPO / "tools" / "reproduce_tables.py"), "--protocol", "warm_start",
+        "--dataset", "dukemtmcreid", "--root", str(root), "--methods", "softmax", "--splits", "full",
+        "--seeds", "1", "--work-dir", str(work), "--out", str(out), *TINY,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    weights = work / "pretrain_P" / "backbone.pth"
+    assert weights.is_file()
+    pre_log = (work / "pretrain_P/softmax/seed1/stdout.txt").read_text()
+    fine_log = (work / "F_full/softmax/seed1/stdout.txt").read_text()
+    assert "'identities': 8" in pre_log and "'identities': 8" in fine_log  # 16 ids, two halves
+    assert f"from {weights.absolute()}" in fine_log and "loaded" in fine_log
+    assert "| F_full | softmax | 1 |" in (out / "table.md").read_text()
