@@ -26,7 +26,15 @@ from reid_ir.data.datasets import make_split
 
 logger = logging.getLogger("make_imbalance_split")
 
-PARAM_FLAGS = ("rho", "n_max", "min_images", "tail_fraction", "tail_images", "control_of")
+PARAM_FLAGS = (
+    "rho",
+    "n_max",
+    "min_images",
+    "tail_fraction",
+    "tail_images",
+    "control_of",
+    "id_half",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--control-of",
         choices=("long_tail", "tail_fewshot"),
         help="balanced_control: split to match",
+    )
+    p.add_argument(
+        "--id-half",
+        choices=("", *imbalance.ID_HALVES),
+        help="restrict to identity half P or F first (docs/splits.md); '' keeps all",
     )
     p.add_argument(
         "--output",
@@ -84,7 +97,8 @@ def settings(args: argparse.Namespace) -> tuple[str, str, int, dict]:
 def split_name(dataset: str, manifest: dict) -> str:
     """A file stem naming the split, e.g. ``market1501_long_tail_rho50_seed0``."""
     p = manifest["params"]
-    parts = [dataset, manifest["profile"]]
+    half = manifest.get("id_half", {}).get("half")
+    parts = [dataset, *([f"half{half}"] if half else []), manifest["profile"]]
     if manifest["profile"] == "balanced_control":
         parts += ["of", p["control_of"]]
     short = {

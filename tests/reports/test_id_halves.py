@@ -104,3 +104,25 @@ def test_bad_half_is_refused_naming_the_key():
 def test_id_half_is_a_config_key_passed_to_the_datasets():
     cfg = get_cfg()
     assert cfg.data.imbalance.id_half == "" and "id_half" in IMBALANCE_KEYS
+
+
+def test_make_imbalance_split_tool_writes_a_half_manifest(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from reid_ir.data.synthetic import generate_synthetic_dataset
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("mis", repo / "tools/make_imbalance_split.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    generate_synthetic_dataset(
+        tmp_path / "market1501", layout="market", num_train_ids=10, num_test_ids=3,
+        images_per_camera=2, num_cameras=2, num_distractors=0, image_size=(32, 16), seed=1,
+    )  # fmt: skip
+    argv = ["--root", str(tmp_path), "--profile", "full", "--id-half", "F"]
+    assert tool.main([*argv, "--output", str(tmp_path / "f.json")]) == 0
+    manifest = imb.load_manifest(tmp_path / "f.json")
+    assert manifest["id_half"]["half"] == "F" and manifest["summary"]["identities"] == 5
+    assert tool.split_name("market1501", manifest) == "market1501_halfF_full_seed0"
+    capsys.readouterr()
