@@ -400,6 +400,10 @@ def _plan(p: dict[str, Any]) -> list[tuple[str, str, str, int, int, list[int]]]:
     return plan
 
 
+#: dataset folders already reported as existing by this process
+_REPORTED: set[str] = set()
+
+
 def generate_synthetic_dataset(
     dataset_dir: str | os.PathLike,
     layout: str = "market",
@@ -468,7 +472,10 @@ def generate_synthetic_dataset(
                 f"{out} holds a synthetic dataset with other parameters ({'; '.join(diff)}); "
                 "delete it or point data.root elsewhere"
             )
-        logger.info("synthetic dataset %s already exists with the same parameters", out)
+        # torchreid builds a dataset for training and again per target: say it once per folder
+        log = logger.debug if str(out.resolve()) in _REPORTED else logger.info
+        _REPORTED.add(str(out.resolve()))
+        log("synthetic dataset %s already exists with the same parameters", out)
         return out
 
     h, w = p["image_size"]
