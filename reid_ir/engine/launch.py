@@ -15,6 +15,19 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """A stream handler that prints through ``tqdm.write``, so a log line never lands on a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
 class OutputFolderError(FileExistsError):
     """The output folder holds a previous run and we were not asked to resume it."""
 
@@ -28,7 +41,7 @@ def setup_logging(save_dir: str | None = None, level: int = logging.INFO, rank: 
         if getattr(h, "_reid_ir", False):
             root.removeHandler(h)
     if rank == 0:
-        console = logging.StreamHandler(sys.stderr)
+        console = ConsoleHandler(sys.stderr)
         console.setFormatter(fmt)
         console._reid_ir = True
         root.addHandler(console)

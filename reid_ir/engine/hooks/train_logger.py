@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +24,13 @@ class TrainLoggerHook(HookBase):
     ``train_log.jsonl``, and the checkpoint's own epoch is recorded if the
     interrupted run died before logging it, so every epoch appears once.
 
+    The ``lr`` of a record is the one the epoch ran at (read before the epoch; the
+    scheduler steps at its end, before ``after_epoch``).
+
     Args:
         print_freq: log a line every this many iterations.
-        progress_bar: show a tqdm bar over each epoch's iterations.
+        progress_bar: show a tqdm bar over each epoch's iterations when stderr is a
+            terminal (piped or redirected output gets the log lines only).
     """
 
     priority = PRIORITY_LOGGING
@@ -38,6 +43,7 @@ class TrainLoggerHook(HookBase):
         self._count = 0
         self._counted_iter = -1
         self._restored = False
+        self._lr: float | None = None
 
     @property
     def log_path(self) -> Path:
@@ -57,11 +63,8 @@ class TrainLoggerHook(HookBase):
         if logged < t.start_epoch and not t.start_batch and self._count:
             # killed after the epoch's checkpoint but before its log line (e.g. while evaluating)
             means = {k: v / self._count for k, v in self._sums.items()}
-            kept.append(
-                json.dumps(
-                    {"epoch": t.start_epoch, "lr": t.optimizer.param_groups[-1]["lr"], **means}
-                )
-            )
+            lr = self._lr if self._lr is not None else t.optimizer.param_groups[-1]["lr"]
+            kept.append(json.dumps({"epoch": t.start_epoch, "lr": lr, **means}))
         if kept != lines:
             self.log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
@@ -71,7 +74,8 @@ class TrainLoggerHook(HookBase):
             self._sums, self._count = {}, 0
         self._restored = False
         self._tic = time.time()
-        if self.progress_bar and t.is_main_process:
+        self._lr = t.optimizer.param_groups[-1]["lr"]  # the scheduler steps before after_epoch
+        if self.progress_bar and t.is_main_process and _is_terminal(sys.stderr):
             self._bar = tqdm(
                 total=len(t.train_loader), desc=f"epoch {t.epoch + 1}/{t.max_epoch}", leave=False
             )
@@ -104,7 +108,7 @@ class TrainLoggerHook(HookBase):
         record = {
             "epoch": t.epoch + 1,
             "seconds": round(time.time() - self._tic, 2),
-            "lr": t.optimizer.param_groups[-1]["lr"],
+            "lr": self._lr if self._lr is not None else t.optimizer.param_groups[-1]["lr"],
             **means,
         }
         logger.info(
@@ -129,8 +133,16 @@ class TrainLoggerHook(HookBase):
             count += 1
             for k, v in t.step_summary.items():
                 sums[k] = sums.get(k, 0.0) + v
-        return {"sums": sums, "count": count}
+        return {"sums": sums, "count": count, "lr": self._lr}
 
     def load_state_dict(self, state: dict) -> None:
         self._sums, self._count = dict(state.get("sums", {})), int(state.get("count", 0))
+        self._lr = state.get("lr")
         self._restored = True
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
