@@ -142,7 +142,7 @@ def check_readable(datasets: Sequence[tuple[str, Sequence]], progress: bool = Tr
 
     Args:
         datasets: ``(what, items)`` pairs, items ``(img_path, pid, camid, ...)``.
-        progress: show a progress bar.
+        progress: show a progress bar (on a terminal only).
 
     Raises:
         CorruptImageError: naming the first unreadable image and how many there are.
@@ -151,7 +151,11 @@ def check_readable(datasets: Sequence[tuple[str, Sequence]], progress: bool = Tr
     for what, items in datasets:
         paths = [it[0] for it in items]
         for path in tqdm(
-            paths, desc=f"checking {what}", unit="img", leave=False, disable=not progress
+            paths,
+            desc=f"checking {what}",
+            unit="img",
+            leave=False,
+            disable=None if progress else True,
         ):
             problem = image_problem(path)
             if problem is not None:
@@ -177,7 +181,7 @@ def find_unreadable(
 
     return [
         p
-        for p in tqdm(paths, desc=desc, unit="img", leave=False, disable=not progress)
+        for p in tqdm(paths, desc=desc, unit="img", leave=False, disable=None if progress else True)
         if not check_image(p)
     ]
 
