@@ -10,7 +10,7 @@
   ``tools/search_gallery.py``, ``tools/export_model.py``.
 """
 
-from reid_ir.inference.extractor import FeatureExtractor, test_transform
+from reid_ir.inference.extractor import FeatureExtractor, build_test_transform
 from reid_ir.inference.index import GalleryIndex
 
-__all__ = ["FeatureExtractor", "GalleryIndex", "test_transform"]
+__all__ = ["FeatureExtractor", "GalleryIndex", "build_test_transform"]

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 PROGRESS_MIN_IMAGES = 1000
 
 
-def test_transform(
+def build_test_transform(
     height: int, width: int, norm_mean: Sequence[float], norm_std: Sequence[float]
 ) -> Callable:
     """torchreid's test transform: Resize((height, width)), ToTensor, Normalize(mean, std).
@@ -118,7 +118,7 @@ class FeatureExtractor:
     Args:
         model: the embedding model (:class:`reid_ir.models.EmbeddingModel` or any
             module mapping (B, 3, H, W) to (B, D)); put in eval mode here.
-        transform: PIL image -> tensor (3, H, W), e.g. :func:`test_transform`.
+        transform: PIL image -> tensor (3, H, W), e.g. :func:`build_test_transform`.
         device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda:0"``...
         batch_size: images per forward pass.
         num_workers: DataLoader processes that decode and preprocess image
@@ -229,7 +229,7 @@ class FeatureExtractor:
         kwargs.setdefault("batch_size", int(cfg.test.batch_size))
         if kwargs.get("device", "auto") in (None, "auto") and not cfg.use_gpu:
             kwargs["device"] = "cpu"
-        transform = test_transform(
+        transform = build_test_transform(
             cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std
         )
         out = cls(model, transform, **kwargs)
