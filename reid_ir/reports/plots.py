@@ -169,6 +169,25 @@ def plot_angle_comparison(
     return _save(fig, path)
 
 
+def head_tail_boundary(
+    counts: Sequence[float] | np.ndarray, head_min_images: float, log: bool = False
+) -> float | None:
+    """Where to draw the head/tail line: between the columns of points, never on one.
+
+    Head classes have ``count >= head_min_images``; the line goes halfway (geometrically
+    on a log axis) between the largest tail count and the smallest head count.
+
+    Returns:
+        The x position, or None when every class is head or every class is tail.
+    """
+    counts = np.asarray(counts, dtype=float).reshape(-1)
+    tail, head = counts[counts < head_min_images], counts[counts >= head_min_images]
+    if not tail.size or not head.size:
+        return None
+    lo, hi = float(tail.max()), float(head.min())
+    return float(np.sqrt(lo * hi)) if log and lo > 0 else (lo + hi) / 2
+
+
 def plot_angle_vs_count(
     angles: Sequence[float] | np.ndarray,
     class_counts: Sequence[float] | np.ndarray,
@@ -183,7 +202,8 @@ def plot_angle_vs_count(
         class_counts: (C,) training images per class.
         path: output PNG path.
         title: figure title.
-        head_min_images: draw the head/tail boundary at this image count.
+        head_min_images: head classes have at least this many images; the head/tail line
+            is drawn between the last tail column and the first head column.
 
     Returns:
         ``path``.
@@ -194,10 +214,13 @@ def plot_angle_vs_count(
     fig = Figure(figsize=(6.0, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(counts[ok], angles[ok], s=10, alpha=0.6, edgecolors="none")
-    if ok.any() and counts[ok].max() >= 10 * counts[ok].min():
+    log = bool(ok.any() and counts[ok].max() >= 10 * counts[ok].min())
+    if log:
         _log_count_axis(ax)
-    if head_min_images is not None:
-        ax.axvline(head_min_images, color="grey", linestyle="--", linewidth=1, label="head / tail")
+    x = None if head_min_images is None else head_tail_boundary(counts, head_min_images, log)
+    if x is not None:
+        label = f"head / tail (head: >= {head_min_images:g} images)"
+        ax.axvline(x, color="grey", linestyle="--", linewidth=1, label=label)
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xlabel("training images of the class")
     ax.set_ylabel("angle(class weight, feature center) (deg)")

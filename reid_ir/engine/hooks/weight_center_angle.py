@@ -113,16 +113,22 @@ class WeightCenterAngleHook(HookBase):
         head_quantile: classes with at least this quantile of image counts are "head".
         subdir: output folder under ``trainer.save_dir``.
         plot: also write the PNG scatter plot.
+        loss_name: the loss's name in the plot titles (``loss.name``; default: its class name).
     """
 
     priority = PRIORITY_DIAGNOSTICS
 
     def __init__(
-        self, head_quantile: float = 0.8, subdir: str = "diagnostics", plot: bool = True
+        self,
+        head_quantile: float = 0.8,
+        subdir: str = "diagnostics",
+        plot: bool = True,
+        loss_name: str = "",
     ) -> None:
         if not 0.0 <= head_quantile <= 1.0:
             raise ValueError(f"head_quantile must be in [0, 1], got {head_quantile}")
         self.head_quantile, self.subdir, self.plot = head_quantile, subdir, plot
+        self.loss_name = loss_name
         self._sums: torch.Tensor | None = None
         self._counts: torch.Tensor | None = None
         self._warned = False
@@ -186,7 +192,7 @@ class WeightCenterAngleHook(HookBase):
         stem = f"angles_epoch_{epoch:03d}"
         write_angles_csv(out_dir / f"{stem}.csv", angles, class_counts, self._counts.cpu())
         if self.plot:
-            loss_name = type(self.trainer.criterion).__name__
+            loss_name = self.loss_name or type(self.trainer.criterion).__name__
             plot_angle_vs_count(
                 angles.numpy(),
                 class_counts.numpy(),
@@ -205,5 +211,9 @@ def build_diagnostics_hooks(cfg) -> list:
     """The diagnostics hooks a config asks for (``diagnostics.*`` keys)."""
     hooks: list[HookBase] = []
     if cfg.diagnostics.weight_center_angle:
-        hooks.append(WeightCenterAngleHook(head_quantile=float(cfg.diagnostics.head_quantile)))
+        hooks.append(
+            WeightCenterAngleHook(
+                head_quantile=float(cfg.diagnostics.head_quantile), loss_name=cfg.loss.name
+            )
+        )
     return hooks
