@@ -206,6 +206,7 @@ RANGES: dict[str, Check] = {
     "loss.triplet.margin": _ge(0),
     "loss.triplet.weight_t": _ge(0),
     "loss.triplet.weight_x": _ge(0),
+    "loss.triplet.weight": _ge(0),
     "loss.margin.scale": _gt(0),
     "loss.margin.m": _ge(0),
     "loss.margin.sphere_m": _ge(1),
