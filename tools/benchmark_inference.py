@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -279,7 +280,7 @@ def report(
     lines += [
         "",
         "Command: `python tools/benchmark_inference.py "
-        + " ".join(sys.argv[1:])
+        + shlex.join(sys.argv[1:])
         + f"` ({seconds:.0f} s wall)",
         "",
     ]

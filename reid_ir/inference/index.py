@@ -90,6 +90,15 @@ class GalleryIndex:
 
     Build with :meth:`build`, reopen with :meth:`load`.
 
+    Args:
+        index: a CPU faiss index holding the N gallery vectors.
+        paths: the N gallery paths, index order.
+        kind: one of :data:`KINDS` (how ``index`` was built).
+        params: the kind's search parameters.
+        labels: optional (pids, camids), N each.
+        info: provenance saved with the index.
+        use_gpu: search on the GPU (default: when faiss reports one; never for HNSW).
+
     Attributes:
         index: the faiss index (on the GPU when ``on_gpu``).
         paths: gallery paths, index order.
