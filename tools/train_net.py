@@ -21,20 +21,61 @@ from pathlib import Path
 from reid_ir.engine.launch import launch
 from reid_ir.engine.run import is_config_key, main
 
+#: the options and how many values each takes ("?": an optional PATH)
+OPTIONS = {
+    "--config-file": 1,
+    "--eval-only": 0,
+    "--resume": "?",
+    "--visrank": 1,
+    "--help": 0,
+    "-h": 0,
+}
 
-def _resume_without_path(argv: list[str]) -> list[str]:
-    """``--resume KEY VALUE ...`` means "resume data.save_dir's run", not "resume from the file KEY".
 
-    ``--resume`` takes an optional PATH, so argparse would read the override
-    key that follows it as that path; a config key that is no existing file is
-    turned back into an override here.
+def _option(token: str) -> str | None:
+    """The option ``token`` names (exactly, or by an unambiguous prefix of a long option)."""
+    if token in OPTIONS:
+        return token
+    found = [o for o in OPTIONS if o.startswith("--") and len(token) > 2 and o.startswith(token)]
+    return found[0] if len(found) == 1 else None
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split a command line into (options with their values, KEY VALUE overrides).
+
+    Options may come before, between or after the overrides. A token in a key position that
+    starts with ``-`` is an option (an unknown one is left for argparse to report); a value
+    is never taken for an option, so ``train.lr -1e-3`` works. ``--resume`` takes the next
+    token as its PATH unless it is a config key that is no existing file ("--resume KEY VALUE"
+    resumes data.save_dir's run). Everything after ``--`` is overrides.
     """
-    out = list(argv)
-    for i, token in enumerate(out[:-1]):
-        nxt = out[i + 1]
-        if token == "--resume" and is_config_key(nxt) and not Path(nxt).exists():
-            out[i] = "--resume=auto"
-    return out
+    options: list[str] = []
+    opts: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            opts += argv[i:]
+            break
+        if len(opts) % 2 or not token.startswith("-"):  # a value, or a key
+            opts.append(token)
+            continue
+        name, eq, _ = token.partition("=")
+        option = _option(name)
+        options.append(option + token[len(name) :] if option else token)
+        if option is None or eq:
+            continue
+        nargs = OPTIONS[option]
+        if nargs == 1 and i < len(argv):
+            options.append(argv[i])
+            i += 1
+        elif nargs == "?" and i < len(argv) and not argv[i].startswith("-"):
+            nxt = argv[i]
+            if Path(nxt).exists() or not is_config_key(nxt):
+                options.append(nxt)
+                i += 1
+    return options, opts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,9 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--visrank", type=int, default=0, metavar="N", help="write ranked results of N queries"
     )
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    # intermixed: options may also follow the overrides (argparse.REMAINDER read them as keys)
-    return parser.parse_intermixed_args(_resume_without_path(argv))
+    # split first: argparse.REMAINDER read options after the overrides as keys, and
+    # argparse alone would read an override's value such as -1e-3 as an option
+    options, opts = split_argv(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(options)
+    args.opts = opts
+    return args
 
 
 if __name__ == "__main__":

@@ -140,3 +140,25 @@ def test_eval_only_with_imagenet_weights_is_allowed():
     from reid_ir.engine.run import check_weights_to_evaluate
 
     check_weights_to_evaluate(load_cfg(None, ["test.evaluate", "True", "model.pretrained", "True"]))
+
+
+@pytest.mark.parametrize(
+    "argv, opts",
+    [(["train.lr", "-1e-3"], ["train.lr", "-1e-3"]),
+     (["data.root", "-odd-name", "--eval-only"], ["data.root", "-odd-name"]),
+     (["--", "data.root", "--x"], ["data.root", "--x"])],
+)  # fmt: skip
+def test_an_override_value_that_starts_with_a_dash_is_a_value(argv, opts):
+    assert train_net.parse_args(argv).opts == opts
+
+
+def test_an_unknown_option_is_reported_by_argparse(capsys):
+    with pytest.raises(SystemExit):
+        train_net.parse_args(["train.lr", "0.1", "--eval_only"])
+    assert "unrecognized arguments: --eval_only" in capsys.readouterr().err
+
+
+def test_abbreviated_and_equals_forms_of_the_options_work():
+    args = train_net.parse_args(["train.lr", "0.1", "--config=F", "--vis", "3", "--resume=auto"])
+    assert (args.config_file, args.visrank, args.resume) == ("F", 3, "auto")
+    assert args.opts == ["train.lr", "0.1"]
