@@ -492,8 +492,8 @@ def generate_synthetic_dataset(
             (sub / d).mkdir(parents=True)
         counts = {d: 0 for d in SPLIT_DIRS}
         for split, fname, kind, idx, cam, key in tqdm(
-            plan, desc=f"synthetic {layout}", unit="img", leave=False
-        ):
+            plan, desc=f"synthetic {layout}", unit="img", leave=False, disable=None
+        ):  # disable=None: a bar only on a terminal
             img = _render(kind, idents[idx], cams[cam], key, h, w)
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
             if not ok:

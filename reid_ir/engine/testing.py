@@ -48,7 +48,9 @@ class EvaluationMixin:
         was_training = self.model.training
         self.model.eval()
         feats, pids, camids, paths = [], [], [], []
-        for data in tqdm(loader, desc=desc, leave=False, disable=not self.is_main_process):
+        # the bar only on a terminal (tqdm's disable=None), so piped output stays plain log lines
+        bar_off = None if self.is_main_process else True
+        for data in tqdm(loader, desc=desc, leave=False, disable=bar_off):
             imgs, pid, camid = self.parse_data_for_eval(data)
             with self.eval_autocast():
                 feats.append(self.model(imgs.to(self.device, non_blocking=True)).float().cpu())

@@ -103,3 +103,14 @@ def test_train_log_records_the_lr_the_epoch_ran_at(tmp_path):
     engine.run(**engine_run_kwargs(cfg))
     records = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").open()]
     assert [r["lr"] for r in records] == pytest.approx([0.001, 0.0001])
+
+
+def test_piped_output_is_plain_log_lines_without_bars(tmp_path):
+    cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(TINY_YAML),
+           "data.root", str(tmp_path / "data"), "data.save_dir", str(tmp_path / "out"),
+           "train.max_epoch", "1", "train.num_threads", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stderr and "it/s]" not in proc.stderr and "img/s]" not in proc.stderr
+    logged = [line for line in proc.stderr.splitlines() if " INFO " in line]
+    assert logged and all(re.match(r"^\d\d:\d\d:\d\d INFO ", line) for line in logged), logged
