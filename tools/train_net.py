@@ -86,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config-file", default="", metavar="FILE", help="YAML config (may use _BASE_)"
     )
     parser.add_argument(
-        "--eval-only", action="store_true", help="only evaluate (use model.load_weights)"
+        "--eval-only",
+        action="store_true",
+        help="only evaluate the weights of model.load_weights, --resume or model.pretrained",
     )
     parser.add_argument(
         "--resume",
