@@ -34,8 +34,8 @@ from reid_ir.losses.margin import (
     AMSoftmaxLoss,
     ArcFaceLoss,
     ASoftmaxLoss,
-    arcface_kwargs,
     am_kwargs,
+    arcface_kwargs,
     sphere_kwargs,
 )
 from reid_ir.losses.registry import LOSSES

@@ -25,7 +25,7 @@ Wrappers (e.g. UNPG) reuse a head through :meth:`CosineMarginLoss.unit_cosines`
 :meth:`CosineMarginLoss.margin_cosines`
 (the (B, C) cosines with the margin applied to the target class only, before
 scaling), :meth:`CosineMarginLoss.logit_scale` (the scale s, or the (B, 1)
-feature norms for SphereFace without a fixed scale), 
+feature norms for SphereFace without a fixed scale),
 :meth:`CosineMarginLoss.margin_cross_entropy` (the label-smoothed cross-entropy
 over ``logit_scale(x) * margin_cosines(x, y)``, optionally with one extra column
 shared by every row) and :meth:`CosineMarginLoss.after_forward` (per-step state such as

@@ -9,7 +9,6 @@ from torch import nn
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES
 
-
 #: torchreid's label smoothing (``CrossEntropyLoss(label_smooth=True)``).
 TORCHREID_EPSILON = 0.1
 

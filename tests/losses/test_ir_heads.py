@@ -1,12 +1,11 @@
-"""IR heads: class weights are the tracked centers, never learned."""
+"""IR heads: class weights are class centers the loss keeps current itself, never learned."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from reid_ir.config import get_cfg
-from reid_ir.engine.hooks.center_tracker import CenterTrackerHook
-from reid_ir.losses import build_loss, build_loss_from_cfg
+from reid_ir.losses import build_loss
+from reid_ir.losses.centers import UPDATE_RULES, CenterBank
 from reid_ir.losses.ir import IRSoftmaxLoss
 
 C, D, B = 12, 16, 24
@@ -14,15 +13,20 @@ IR = ["ir_softmax", "ir_a_softmax", "ir_am_softmax", "ir_arcface"]
 LEARNED = {"ir_a_softmax": "a_softmax", "ir_am_softmax": "am_softmax", "ir_arcface": "arcface"}
 
 
-def _batch(seed=0):
+def _batch(seed=0, n=B, classes=C):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, D, generator=g), torch.randint(0, C, (B,), generator=g)
+    return torch.randn(n, D, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _with_centers(loss, seed=5):
+    loss.bank.centers.copy_(torch.randn(C, D, generator=torch.Generator().manual_seed(seed)))
+    loss.bank.seen.fill_(True)
+    return loss
 
 
 @pytest.mark.parametrize("name", IR)
 def test_ir_weights_get_no_gradient(name):
-    loss = build_loss(name, num_classes=C, feat_dim=D)
-    loss.bank.centers.copy_(torch.randn(C, D))
+    loss = _with_centers(build_loss(name, num_classes=C, feat_dim=D))
     x, y = _batch()
     x.requires_grad_(True)
     loss(x, y).loss.backward()
@@ -33,72 +37,131 @@ def test_ir_weights_get_no_gradient(name):
 
 @pytest.mark.parametrize("name", list(LEARNED))
 def test_ir_head_equals_its_learned_head_with_weights_set_to_the_centers(name):
-    ir = build_loss(name, num_classes=C, feat_dim=D)
-    learned = build_loss(LEARNED[name], num_classes=C, feat_dim=D)
-    centers = torch.randn(C, D)
-    ir.bank.centers.copy_(centers)
+    ir = _with_centers(build_loss(name, num_classes=C, feat_dim=D)).eval()
+    learned = build_loss(LEARNED[name], num_classes=C, feat_dim=D).eval()
     with torch.no_grad():
-        learned.weight.copy_(3.0 * centers)  # the heads normalise the weights
+        learned.weight.copy_(3.0 * ir.bank.centers)  # the heads normalise the weights
     x, y = _batch(1)
     torch.testing.assert_close(ir(x, y).loss, learned(x, y).loss)
     torch.testing.assert_close(ir.margin_cosines(x, y), learned.margin_cosines(x, y))
 
 
 def test_ir_softmax_logits_are_dot_products_with_the_centers():
-    loss = IRSoftmaxLoss(C, D, label_smooth=False)
-    loss.bank.centers.copy_(torch.randn(C, D))
+    loss = _with_centers(IRSoftmaxLoss(C, D, label_smooth=False))
+    centers = loss.bank.centers.clone()
     x, y = _batch(2)
     out = loss(x, y)
-    torch.testing.assert_close(out.logits, x @ loss.bank.centers.t())
+    torch.testing.assert_close(out.logits, x @ centers.t())
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, y))
 
 
 @pytest.mark.parametrize("name", IR)
-def test_ir_head_provides_a_tracker_hook_on_its_own_centers(name):
-    cfg = get_cfg()
-    cfg.loss.name = name
-    cfg.loss.ir.rule = "center_loss"
-    cfg.loss.ir.alpha = 0.25
-    loss = build_loss_from_cfg(cfg, C, D)
-    (hook,) = loss.hooks()
-    assert isinstance(hook, CenterTrackerHook)
-    assert hook.bank is loss.bank and hook.centers is loss.class_weight()
-    assert (hook.update, hook.alpha) == ("center_loss", 0.25)
+def test_a_training_forward_updates_the_centers_an_eval_forward_does_not(name):
+    loss = build_loss(name, num_classes=C, feat_dim=D)
+    x, y = _batch(3)
+    loss.eval()(x, y)
+    assert not loss.bank.seen.any() and loss.bank.centers.abs().sum() == 0
+    loss.train()(x, y)
+    assert torch.equal(loss.bank.seen, torch.bincount(y, minlength=C) > 0)
+
+
+@pytest.mark.parametrize("rule", UPDATE_RULES)
+def test_first_appearance_sets_the_center_to_the_class_batch_mean(rule):
+    bank = CenterBank(C, D, rule=rule)
+    x, y = _batch(4)
+    bank.update(x, y)
+    for c in y.unique():
+        torch.testing.assert_close(bank.centers[c], x[y == c].mean(0))
+    unseen = torch.bincount(y, minlength=C) == 0
+    assert (bank.centers[unseen] == 0).all() and torch.equal(bank.seen, ~unseen)
+
+
+def test_epoch_mean_is_the_exact_mean_of_every_feature_seen_since_the_epoch_started():
+    bank = CenterBank(C, D, rule="epoch_mean")
+    old_x, old_y = _batch(5)
+    bank.update(old_x, old_y)
+    bank.start_epoch()
+    batches = [_batch(6 + i, n=10, classes=C // 2) for i in range(3)]  # classes 0..5 only
+    for x, y in batches:
+        bank.update(x, y)
+    xs, ys = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    for c in ys.unique():
+        torch.testing.assert_close(bank.centers[c], xs[ys == c].mean(0))
+    for c in set(old_y.tolist()) - set(ys.tolist()):  # not seen this epoch: last epoch's mean
+        torch.testing.assert_close(bank.centers[c], old_x[old_y == c].mean(0))
+
+
+def test_ema_and_center_loss_follow_their_formulas_after_the_first_appearance():
+    x0, y0 = _batch(7)
+    x1, y1 = _batch(8)
+    for rule in ("ema", "center_loss"):
+        bank = CenterBank(C, D, rule=rule, momentum=0.25, alpha=0.5)
+        bank.update(x0, y0)
+        before = bank.centers.clone()
+        bank.update(x1, y1)
+        for c in y1.unique():
+            if not (y0 == c).any():
+                continue
+            feats, old = x1[y1 == c], before[c]
+            if rule == "ema":
+                want = 0.25 * old + 0.75 * feats.mean(0)
+            else:
+                want = old - 0.5 * (old - feats).sum(0) / (1 + len(feats))
+            torch.testing.assert_close(bank.centers[c], want)
+
+
+def test_exact_changes_centers_only_at_first_appearance_and_recompute_sets_exact_means():
+    bank = CenterBank(C, D, rule="exact")
+    x0, y0 = _batch(9)
+    bank.update(x0, y0)
+    first = bank.centers.clone()
+    x1, y1 = _batch(10)
+    bank.update(x1, y1)
+    seen_before = torch.bincount(y0, minlength=C) > 0
+    assert torch.equal(bank.centers[seen_before], first[seen_before])
+    xs, ys = torch.cat([x0, x1]), torch.cat([y0, y1])
+    bank.recompute(xs, ys)
+    for c in ys.unique():
+        torch.testing.assert_close(bank.centers[c], xs[ys == c].mean(0))
 
 
 @pytest.mark.parametrize("name", IR)
-def test_centers_are_part_of_the_loss_state_dict(name):
+def test_center_state_is_part_of_the_loss_state_dict(name):
     loss = build_loss(name, num_classes=C, feat_dim=D)
-    loss.bank.centers.copy_(torch.randn(C, D))
-    loss.bank.initialized.fill_(True)
+    x, y = _batch(11)
+    loss(x, y)
     other = build_loss(name, num_classes=C, feat_dim=D)
     other.load_state_dict(loss.state_dict())
-    assert torch.equal(other.bank.centers, loss.bank.centers) and bool(other.bank.initialized)
+    for key in ("centers", "seen", "epoch_sums", "epoch_counts"):
+        assert torch.equal(getattr(other.bank, key), getattr(loss.bank, key))
 
 
-def test_invalid_tracker_settings_fail_at_construction():
-    with pytest.raises(ValueError, match="ema"):
-        build_loss("ir_am_softmax", num_classes=C, feat_dim=D, update="mean")
-    with pytest.raises(ValueError, match="momentum"):
+def test_invalid_center_settings_fail_at_construction_naming_the_key():
+    with pytest.raises(ValueError, match="loss.ir.rule.*epoch_mean"):
+        build_loss("ir_am_softmax", num_classes=C, feat_dim=D, rule="mean")
+    with pytest.raises(ValueError, match="loss.ir.momentum"):
         build_loss("ir_am_softmax", num_classes=C, feat_dim=D, momentum=1.5)
 
 
-def test_unit_center_cache_follows_every_change_of_the_centers():
-    from reid_ir.losses.centers import unit_rows
-
-    loss = build_loss("ir_am_softmax", num_classes=C, feat_dim=D)
-    bank = loss.bank
-    bank.centers.copy_(torch.randn(C, D))
-    assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
-    for seed in range(3):  # incremental row refresh == full recompute, bit for bit
-        x, y = _batch(seed)
-        bank.update(x, y, "ema", 0.5)
-        assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
-    bank.centers.mul_(-1.0)  # any outside in-place change invalidates the cache
-    assert torch.equal(bank.unit_centers(), unit_rows(bank.centers))
-    other = build_loss("ir_am_softmax", num_classes=C, feat_dim=D)
-    other.bank.unit_centers()
-    other.load_state_dict(loss.state_dict())
-    assert torch.equal(other.bank.unit_centers(), bank.unit_centers())
-    x, y = _batch(4)
-    assert torch.equal(other(x, y).loss, loss(x, y).loss)
+@pytest.mark.parametrize("name", ["ir_am_softmax", "unpg_ir_am_softmax"])
+def test_ir_trains_in_a_plain_pytorch_loop(name):
+    """20 lines a user would write: no engine, no hook; the loss keeps its centers."""
+    torch.manual_seed(0)
+    num_classes, dim = 6, 8
+    protos = torch.randn(num_classes, 32) * 3
+    model = torch.nn.Sequential(torch.nn.Linear(32, dim), torch.nn.BatchNorm1d(dim))
+    criterion = build_loss(name, num_classes=num_classes, feat_dim=dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for epoch in range(8):
+        criterion.start_epoch()
+        for _ in range(5):
+            y = torch.randint(0, num_classes, (24,))
+            x = protos[y] + torch.randn(24, 32)
+            loss = criterion(model(x), y).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    assert criterion.class_weight().abs().sum() > 0
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5

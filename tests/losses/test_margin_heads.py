@@ -59,7 +59,7 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("far", [False, True])
 def test_am_softmax_matches_pml_cosface(far):
     weight, x, y = _inputs(1, far)
-    ours = AMSoftmaxLoss(C, D, scale=30.0, m=0.35)
+    ours = AMSoftmaxLoss(C, D, scale=30.0, m=0.35, label_smooth=0.0)
     oracle = pml.CosFaceLoss(num_classes=C, embedding_size=D, margin=0.35, scale=30.0)
     _assert_same(*_ours_and_pml(ours, oracle, weight, x, y))
 
@@ -68,7 +68,7 @@ def test_am_softmax_matches_pml_cosface(far):
 def test_arcface_matches_pml_arcface_including_fallback(far):
     weight, x, y = _inputs(2, far)
     m = 0.5
-    ours = ArcFaceLoss(C, D, scale=16.0, m=m)
+    ours = ArcFaceLoss(C, D, scale=16.0, m=m, label_smooth=0.0)
     oracle = pml.ArcFaceLoss(num_classes=C, embedding_size=D, margin=math.degrees(m), scale=16.0)
     if far:  # the batch really exercises the theta + m > pi branch
         cos_t = F.cosine_similarity(x, weight[y])
@@ -80,7 +80,7 @@ def test_arcface_matches_pml_arcface_including_fallback(far):
 @pytest.mark.parametrize("far", [False, True])
 def test_a_softmax_without_lambda_matches_pml_sphereface(m, far):
     weight, x, y = _inputs(3 + m, far)
-    ours = ASoftmaxLoss(C, D, m=m, scale=None, lambda_base=0.0, lambda_min=0.0)
+    ours = ASoftmaxLoss(C, D, m=m, scale=None, lambda_base=0.0, lambda_min=0.0, label_smooth=0.0)
     oracle = pml.SphereFaceLoss(num_classes=C, embedding_size=D, margin=m, scale=1)
     _assert_same(*_ours_and_pml(ours, oracle, weight, x, y))
 
@@ -88,7 +88,7 @@ def test_a_softmax_without_lambda_matches_pml_sphereface(m, far):
 def test_a_softmax_with_fixed_scale_matches_pml_on_unit_features():
     weight, x, y = _inputs(7, True)
     x = F.normalize(x, dim=1)
-    ours = ASoftmaxLoss(C, D, m=4, scale=20.0, lambda_base=0.0, lambda_min=0.0)
+    ours = ASoftmaxLoss(C, D, m=4, scale=20.0, lambda_base=0.0, lambda_min=0.0, label_smooth=0.0)
     oracle = pml.SphereFaceLoss(num_classes=C, embedding_size=D, margin=4, scale=20.0)
     (l1, gx1, gw1), (l2, gx2, gw2) = _ours_and_pml(ours, oracle, weight, x, y)
 
@@ -102,7 +102,7 @@ def test_a_softmax_with_fixed_scale_matches_pml_on_unit_features():
 
 def test_norm_softmax_is_scaled_cosine_cross_entropy():
     weight, x, y = _inputs(8)
-    head = CosineMarginLoss(C, D, scale=30.0).double()
+    head = CosineMarginLoss(C, D, scale=30.0, label_smooth=0.0).double()
     with torch.no_grad():
         head.weight.copy_(weight)
     expected = F.cross_entropy(30.0 * F.normalize(x, dim=1) @ F.normalize(weight, dim=1).t(), y)
@@ -132,7 +132,7 @@ def test_a_softmax_lambda_anneals_per_training_forward_and_is_checkpointed():
 
 def test_a_softmax_with_huge_lambda_is_plain_feature_norm_softmax():
     weight, x, y = _inputs(10, True)
-    head = ASoftmaxLoss(C, D, m=4, lambda_base=1e12, lambda_min=1e12).double()
+    head = ASoftmaxLoss(C, D, m=4, lambda_base=1e12, lambda_min=1e12, label_smooth=0.0).double()
     with torch.no_grad():
         head.weight.copy_(weight)
     cos = F.normalize(x, dim=1) @ F.normalize(weight, dim=1).t()
@@ -154,7 +154,8 @@ def test_margin_cosines_change_only_the_target_column(name):
             "margins make the target harder"
         )
     logits = head.logit_scale(x) * mcos
-    assert torch.allclose(F.cross_entropy(logits, y), head(x, y).loss)
+    expected = F.cross_entropy(logits, y, label_smoothing=head.epsilon)
+    assert torch.allclose(expected, head(x, y).loss)
 
 
 def test_margin_heads_return_cosine_scores_with_training_accuracy_argmax():
@@ -211,3 +212,67 @@ def test_sphereface_branch_lookup_equals_the_acos_floor_definition(m):
         [-2.0 * (m - 1)],
     ]
     assert "_branch_cos" not in head.state_dict()  # derived from m, not saved
+
+
+def _cosine_heads():
+    """Every registered cosine head (IR variants included, UNPG wrappers not): a new head is tested."""
+    from reid_ir.losses import LOSSES
+    from reid_ir.losses.unpg import PREFIX
+
+    return sorted(
+        n for n in LOSSES.names()
+        if not n.startswith(PREFIX) and isinstance(LOSSES.get(n), type)
+        and issubclass(LOSSES.get(n), CosineMarginLoss)
+    )
+
+
+@pytest.mark.parametrize("name", _cosine_heads())
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+def test_every_cosine_head_is_label_smoothed_ce_over_its_margin_logits(name, epsilon):
+    head = build_loss(name, num_classes=C, feat_dim=D, label_smooth=epsilon).double().eval()
+    if hasattr(head, "bank"):
+        head.bank.centers.copy_(torch.randn(C, D, dtype=torch.float64))
+        head.bank.seen.fill_(True)
+    _, x, y = _inputs(12)
+    x = x.clone().requires_grad_(True)
+    loss = head(x, y).loss
+    xr = x.detach().clone().requires_grad_(True)
+    logits = head.logit_scale(xr) * head.margin_cosines(xr, y)
+    expected = F.cross_entropy(logits, y, label_smoothing=epsilon)
+    torch.testing.assert_close(loss, expected)
+    (g,) = torch.autograd.grad(loss, x)
+    (g_ref,) = torch.autograd.grad(expected, xr)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_every_classification_head_reads_the_one_label_smoothing_key():
+    from reid_ir.config import get_cfg
+    from reid_ir.losses import LOSSES, build_loss_from_cfg
+
+    cfg = get_cfg()
+    cfg.loss.label_smooth = 0.2
+    for name in LOSSES.names():
+        cfg.loss.name = name
+        loss = build_loss_from_cfg(cfg, C, D, torch.ones(C))
+        found = [m.epsilon for m in loss.modules() if hasattr(m, "epsilon")]
+        assert found and set(found) == {0.2}, (name, found)
+    cfg.loss.softmax.label_smooth = False  # torchreid's switch turns it off everywhere
+    cfg.loss.name = "ir_am_softmax"
+    assert build_loss_from_cfg(cfg, C, D).epsilon == 0.0
+
+
+class _QuarterMargin(AMSoftmaxLoss):
+    def target_margin(self, cos_target):
+        return cos_target - 0.25
+
+
+def test_a_new_head_that_overrides_only_target_margin_trains_with_its_margin():
+    head = _QuarterMargin(C, D, label_smooth=0.0).double()
+    plain = CosineMarginLoss(C, D, label_smooth=0.0).double()
+    with torch.no_grad():
+        plain.weight.copy_(head.weight)
+    _, x, y = _inputs(13)
+    cos = F.normalize(x, dim=1) @ F.normalize(head.weight, dim=1).t()
+    logits = 30.0 * (cos - 0.25 * F.one_hot(y, C))
+    torch.testing.assert_close(head(x, y).loss, F.cross_entropy(logits, y))
+    assert head(x, y).loss > plain(x, y).loss

@@ -59,11 +59,13 @@ def reference_unpg(head, features, targets, whisker=1.5):
 
 
 def make_head(name, num_classes=5, feat_dim=8, seed=0, **kwargs):
+    """A head without label smoothing (the reference formula is plain cross-entropy)."""
     torch.manual_seed(seed)
+    kwargs.setdefault("label_smooth", 0.0)
     head = build_loss(name, num_classes=num_classes, feat_dim=feat_dim, **kwargs)
     if hasattr(head, "bank"):  # IR heads: centers are tracked, not learned; give them values
         head.bank.centers.copy_(torch.randn(num_classes, feat_dim))
-        head.bank.initialized.fill_(True)
+        head.bank.seen.fill_(True)
     return head
 
 
@@ -257,30 +259,27 @@ def test_non_margin_head_is_rejected():
         UNPGLoss(build_loss("softmax", num_classes=3, feat_dim=4))
 
 
-def test_ir_head_uses_the_tracked_centers_and_forwards_its_hook(small_arrays):
-    from reid_ir.engine.hooks.center_tracker import CenterTrackerHook
-    from reid_ir.losses.centers import update_centers
-
-    loss = build_loss("unpg_ir_am_softmax", num_classes=5, feat_dim=8, momentum=0.5)
-    (hook,) = loss.hooks()
-    assert isinstance(hook, CenterTrackerHook) and hook.bank is loss.head.bank
+def test_ir_head_uses_the_centers_and_updates_them_after_the_loss(small_arrays):
+    loss = build_loss("unpg_ir_am_softmax", num_classes=5, feat_dim=8, label_smooth=0.0)
     assert loss.class_weight() is loss.head.bank.centers
     x, y = batch(b=20)
-    update_centers(hook.centers, x, y, rule="ema", momentum=0.0)  # centers = batch class means
+    loss.head.bank.update(x, y)  # first appearance: centers = batch class means
+    means = torch.stack([x[y == c].mean(0) for c in range(5)])
     xr = x.clone().requires_grad_(True)
     out = loss(xr, y)
     out.loss.backward()
-    means = torch.stack([x[y == c].mean(0) for c in range(5)])
     cosines = F.normalize(x, dim=1) @ F.normalize(means, dim=1).t()
     torch.testing.assert_close(out.logits, loss.head.scale * cosines)  # as the head returns them
     assert list(loss.parameters()) == []  # centers are buffers: nothing learned in the loss
     xx = x.clone().requires_grad_(True)
-    ref_head = build_loss("ir_am_softmax", num_classes=5, feat_dim=8)
-    ref_head.bank.centers.copy_(hook.centers)
+    ref_head = build_loss("ir_am_softmax", num_classes=5, feat_dim=8, label_smooth=0.0).eval()
+    ref_head.bank.centers.copy_(means)
     ref, _, _ = reference_unpg(ref_head, xx, y)
     ref.backward()
     torch.testing.assert_close(out.loss, ref)
     torch.testing.assert_close(xr.grad, xx.grad)
+    # the forward then added the batch to the epoch's means (epoch_mean): twice the same batch
+    torch.testing.assert_close(loss.head.bank.centers, means)
 
 
 def test_merge_gathered_keeps_local_gradients_and_drops_padding():
