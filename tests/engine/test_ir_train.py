@@ -85,7 +85,8 @@ def test_ir_run_writes_angle_plots_and_checkpoints_its_centers(ir_run):
     centers = engine.criterion.bank.centers.cpu()
     assert torch.equal(ckpt["hooks"]["CenterTrackerHook"]["centers"], centers)
     assert torch.equal(ckpt["criterion"]["bank.centers"], centers)
-    assert ckpt["hooks"]["CenterTrackerHook"]["initialized"] is True
+    assert torch.equal(ckpt["hooks"]["CenterTrackerHook"]["seen"], engine.criterion.bank.seen.cpu())
+    assert bool(engine.criterion.bank.seen.all())  # every class was seen in 2 epochs
     assert engine.find_hook(WeightCenterAngleHook).last_summary["all"] < 90.0
 
 

@@ -31,13 +31,14 @@ def test_unpg_ir_am_softmax_trains_with_tracked_centers(tmp_path):
     assert isinstance(engine.criterion, UNPGLoss)
     bank = engine.criterion.head.bank
     engine.run(**engine_run_kwargs(cfg))
-    assert bool(bank.initialized) and bank.centers.abs().sum() > 0
+    assert bool(bank.seen.all()) and bank.centers.abs().sum() > 0
     records = [
         json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
     ]
     assert len(records) == 2
     for record in records:
         assert torch.isfinite(torch.tensor(record["loss"]))
+        assert 0.0 < record["unpg_pair_mass"] < 1.0  # the pair column's softmax share, per epoch
         assert 0 < record["unpg_kept"] <= record["unpg_negatives"]
     metrics = engine.last_metrics["synthetic_market"]
     assert 0.0 <= metrics["mAP"] <= 1.0
