@@ -153,7 +153,7 @@ def test_ir_trains_in_a_plain_pytorch_loop(name):
     criterion = build_loss(name, num_classes=num_classes, feat_dim=dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
-    for epoch in range(8):
+    for _epoch in range(8):
         criterion.start_epoch()
         for _ in range(5):
             y = torch.randint(0, num_classes, (24,))
