@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from reid_ir import compat
+from reid_ir.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -91,20 +92,20 @@ class EmbeddingModel(nn.Module):
     ) -> None:
         super().__init__()
         if not hasattr(backbone, "classifier") or not hasattr(backbone, "feature_dim"):
-            raise ValueError(
+            raise ConfigError(
                 f"model {type(backbone).__name__} has no 'classifier' layer or 'feature_dim' attribute; "
                 "reid_ir needs torchreid models built that way (osnet_*, resnet*, ...)"
             )
         if neck not in NECKS:
-            raise ValueError(f"model.neck: unknown neck {neck!r}; expected one of {list(NECKS)}")
+            raise ConfigError(f"model.neck: unknown neck {neck!r}; expected one of {list(NECKS)}")
         if test_feature not in TEST_FEATURES:
-            raise ValueError(
+            raise ConfigError(
                 f"test.feature: unknown feature side {test_feature!r}; expected one of {list(TEST_FEATURES)}"
             )
         if neck == "linear_bn" and embedding_dim <= 0:
-            raise ValueError("model.neck linear_bn needs model.embedding_dim > 0")
+            raise ConfigError("model.neck linear_bn needs model.embedding_dim > 0")
         if neck != "linear_bn" and embedding_dim > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"model.embedding_dim {embedding_dim} needs model.neck linear_bn (got {neck!r})"
             )
         backbone.classifier = nn.Identity()
@@ -151,12 +152,12 @@ def build_backbone(
         test_feature: see :class:`EmbeddingModel`.
 
     Raises:
-        KeyError: unknown model name (lists the known ones).
+        ConfigError: unknown model name (lists the known ones).
     """
     try:
         backbone = compat.models.build_model(name, num_classes=1, loss="softmax", pretrained=pretrained, use_gpu=use_gpu)
     except KeyError as e:
-        raise KeyError(f"model.name {name!r} is not a torchreid model: {e}") from e
+        raise ConfigError(f"model.name {name!r} is not a torchreid model: {e}") from e
     model = EmbeddingModel(backbone, neck, embedding_dim, test_feature)
     logger.info(
         "backbone %s (pretrained=%s), neck %s: %d-d embeddings, retrieval reads %s",
@@ -185,27 +186,26 @@ def load_model_weights(model: nn.Module, path: str) -> None:
     the backbone under ``'model'``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds no state dict matching the model.
+        CheckpointError: ``path`` does not exist or holds no state dict matching the model.
     """
     import os
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.load_weights: no such file {path!r}")
+        raise CheckpointError(f"model.load_weights: no such file {path!r}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated / not a torch file
-        raise ValueError(f"model.load_weights: cannot read {path!r} as a torch checkpoint: {e}") from e
+        raise CheckpointError(f"model.load_weights: cannot read {path!r} as a torch checkpoint: {e}") from e
     state = ckpt.get("model", ckpt.get("state_dict", ckpt)) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"model.load_weights: {path!r} holds no state dict")
+        raise CheckpointError(f"model.load_weights: {path!r} holds no state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     if not any(k in own for k in state):  # torchreid checkpoint of the bare backbone
         state = {f"backbone.{k}": v for k, v in state.items()}
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
-        raise ValueError(f"model.load_weights: no tensor in {path!r} matches the model's parameters")
+        raise CheckpointError(f"model.load_weights: no tensor in {path!r} matches the model's parameters")
     missing = sorted(set(own) - set(matched))
     model.load_state_dict(matched, strict=False)
     logger.info("loaded %d tensors from %s (%d model tensors not in the file)", len(matched), path, len(missing))

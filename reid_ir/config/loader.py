@@ -25,12 +25,9 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from reid_ir.config.defaults import get_cfg
+from reid_ir.errors import ConfigError  # noqa: F401 - re-exported (its old home)
 
 BASE_KEY = "_BASE_"
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid (unknown key, wrong type, bad YAML)."""
 
 
 def _read_yaml(path: Path, _stack: tuple[Path, ...] = ()) -> dict:

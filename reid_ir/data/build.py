@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from reid_ir import compat
+from reid_ir.errors import ConfigError, DataError, DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,11 @@ def check_data_cfg(cfg: Any) -> None:
     """Check datasets and split settings before torchreid builds anything.
 
     Raises:
-        FileNotFoundError: a Market-1501 / DukeMTMC-reID folder is missing
+        DatasetNotFoundError: a Market-1501 / DukeMTMC-reID folder is missing
             (says where it looked and the layout expected).
-        ValueError: an image name does not parse (names the file), the split
-            manifest belongs to another dataset, or a split parameter is invalid.
+        DataError: an image name does not parse (names the file) or the split
+            manifest belongs to another dataset.
+        ConfigError: a split parameter is invalid.
     """
     from reid_ir.data import imbalance
     from reid_ir.data.datasets import BASE_DATASETS, SPLIT_DIRS, find_data_dir, scan_dir
@@ -63,7 +65,7 @@ def check_data_cfg(cfg: Any) -> None:
         manifest = imbalance.load_manifest(manifest_path)
         for base in imb:
             if manifest.get("dataset") != base:
-                raise ValueError(
+                raise DataError(
                     f"data.imbalance.manifest {manifest_path} is a split of {manifest.get('dataset')!r}, "
                     f"but {base}_imb needs a split of {base!r}; make one with "
                     f"tools/make_imbalance_split.py --dataset {base}"
@@ -77,14 +79,14 @@ def check_data_cfg(cfg: Any) -> None:
         try:
             imbalance.profile_params(cfg.data.imbalance.profile, **params)
         except ValueError as e:
-            raise ValueError(f"invalid split parameters (data.imbalance.*): {e}") from None
+            raise ConfigError(f"invalid split parameters (data.imbalance.*): {e}") from None
     for name in names:
         if name not in BASE_DATASETS:
             continue
         try:
             data_dir = find_data_dir(root, name)
         except FileNotFoundError as e:
-            raise FileNotFoundError(
+            raise DatasetNotFoundError(
                 f"dataset {name!r} not found ({_root_origin(cfg)}): {e}"
             ) from None
         for split in SPLIT_DIRS:  # strict names (torchreid's regex fails without naming the file)
@@ -94,7 +96,7 @@ def check_data_cfg(cfg: Any) -> None:
                     split, split
                 )
                 role = "target" if name in cfg.data.targets else "source"
-                raise ValueError(
+                raise DataError(
                     f"the {what} set of {role} dataset {name!r} is empty: no usable images in {data_dir / split} "
                     f"(expected *.jpg named like the {BASE_DATASETS[name][1]} layout; junk images do not count)"
                 )
@@ -180,12 +182,12 @@ def _build_torchreid_datamanager(cfg: Any, kwargs: dict):
         return compat.data.ImageDataManager(**kwargs)
     except RuntimeError as e:  # torchreid's check_before_run / download_dataset
         if "not found" in str(e) or "manually prepared" in str(e):
-            raise FileNotFoundError(
+            raise DatasetNotFoundError(
                 f"{e} ({_root_origin(cfg)}; see torchreid's dataset docs for the layout)"
             ) from None
         raise
     except IndexError:  # torchreid's Dataset reads train[0], query[0], gallery[0]
-        raise ValueError(
+        raise DataError(
             f"a train, query or gallery split of {list(cfg.data.sources)} / {list(cfg.data.targets)} is empty "
             f"({_root_origin(cfg)})"
         ) from None
@@ -208,7 +210,7 @@ def build_datamanager(cfg: Any):
     from reid_ir.data.samplers import build_train_sampler
 
     if cfg.data.type != "image":
-        raise ValueError(
+        raise ConfigError(
             f"data.type {cfg.data.type!r} is not supported; reid_ir handles 'image' datasets"
         )
     check_data_cfg(cfg)
@@ -228,7 +230,7 @@ def build_datamanager(cfg: Any):
             torch.distributed.barrier()
     train_set, dm.skipped_images = check_datamanager(dm, cfg.data.skip_corrupt, progress=rank == 0)
     if len(train_set.train) < cfg.train.batch_size:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size {cfg.train.batch_size} is larger than the training set "
             f"({len(train_set.train)} images in {list(cfg.data.sources)})"
         )
@@ -241,7 +243,7 @@ def build_datamanager(cfg: Any):
         for split, loader in loaders.items():
             if len(loader.dataset) == 0:
                 folder = getattr(loader.dataset, f"{split}_dir", None) or "its folder"
-                raise ValueError(
+                raise DataError(
                     f"the {split} set of target dataset {name!r} is empty: no usable images in {folder}; "
                     f"check {_root_origin(cfg)} and data.targets"
                 )

@@ -25,18 +25,16 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from reid_ir.errors import CorruptImageError, DatasetNotFoundError
+
 logger = logging.getLogger(__name__)
-
-
-class CorruptImageError(ValueError):
-    """An image file exists but cannot be decoded (truncated, corrupt, not an image)."""
 
 
 def read_image_checked(path: str | os.PathLike):
     """Read an image as RGB (PIL), like torchreid's ``read_image`` but failing at once.
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        DatasetNotFoundError: the file does not exist.
         CorruptImageError: the file cannot be decoded; the message names it.
     """
     from PIL import Image
@@ -45,7 +43,7 @@ def read_image_checked(path: str | os.PathLike):
         with Image.open(path) as img:
             return img.convert("RGB")
     except FileNotFoundError:
-        raise FileNotFoundError(f"image {path} does not exist (the dataset lists it)") from None
+        raise DatasetNotFoundError(f"image {path} does not exist (the dataset lists it)") from None
     except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise CorruptImageError(
             f"cannot decode image {path}: {type(e).__name__}: {e}. Replace the file, or set "

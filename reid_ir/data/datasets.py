@@ -31,6 +31,7 @@ from reid_ir.compat import ImageDataset
 from reid_ir.compat import data as tr_data
 from reid_ir.data import imbalance as _imb
 from reid_ir.data import synthetic as _syn
+from reid_ir.errors import DataError, DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def scan_dir(
     """
     d = Path(dir_path)
     if not d.is_dir():
-        raise FileNotFoundError(f"image folder not found: {d}")
+        raise DatasetNotFoundError(f"image folder not found: {d}")
     out = []
     names = sorted(os.listdir(d))
     for name in tqdm(
@@ -132,7 +133,7 @@ def scan_dir(
         try:
             pid, camid = parse_name(name, layout)
         except ValueError as e:
-            raise ValueError(f"{d / name}: {e}") from None
+            raise DataError(f"{d / name}: {e}") from None
         path = (
             (d / name).relative_to(rel_to).as_posix()
             if rel_to is not None
@@ -179,7 +180,7 @@ def layout_dirs(data_dir: str | os.PathLike, name: str, layout: str) -> dict[str
     dirs = {s: d / s for s in SPLIT_DIRS}
     missing = [str(p) for p in dirs.values() if not p.is_dir()]
     if missing:
-        raise FileNotFoundError(
+        raise DatasetNotFoundError(
             f"{name}: missing {', '.join(missing)}; expected the {layout} layout "
             f"{d}/{{bounding_box_train,query,bounding_box_test}}/*.jpg (names like {_EXPECTED[layout]!r})"
         )
@@ -288,26 +289,24 @@ def manifest_records(
         FileNotFoundError: Files named by the manifest are missing (lists some).
     """
     if manifest.get("dataset") != dataset:
-        raise ValueError(
-            f"the manifest is for dataset {manifest.get('dataset')!r}, not {dataset!r}"
-        )
+        raise DataError(f"the manifest is for dataset {manifest.get('dataset')!r}, not {dataset!r}")
     layout = BASE_DATASETS[dataset][1]
     data_dir = Path(data_dir)
     out, missing = [], []
     for rel in manifest["images"]:
         folder, _, name = rel.partition("/")
         if folder != "bounding_box_train" or "/" in name:
-            raise ValueError(f"manifest image {rel!r} is not in bounding_box_train/ of {dataset}")
+            raise DataError(f"manifest image {rel!r} is not in bounding_box_train/ of {dataset}")
         try:
             pid, camid = parse_name(name, layout)
         except ValueError as e:
-            raise ValueError(f"manifest image {rel!r} does not belong to {dataset}: {e}") from None
+            raise DataError(f"manifest image {rel!r} does not belong to {dataset}: {e}") from None
         path = data_dir / rel
         if not path.is_file():
             missing.append(str(path))
         out.append((str(path), pid, camid))
     if missing:
-        raise FileNotFoundError(
+        raise DatasetNotFoundError(
             f"{len(missing)} images of the manifest are missing, e.g. {missing[:3]}"
         )
     return out

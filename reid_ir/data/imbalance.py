@@ -40,6 +40,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reid_ir.errors import DataError, DatasetNotFoundError
+
 Record = tuple[str, int, int]  # (path relative to the dataset folder, pid, camid)
 
 FORMAT = "reid_ir.imbalance_split/1"
@@ -431,14 +433,14 @@ def load_manifest(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"imbalance manifest not found: {path}")
+        raise DatasetNotFoundError(f"imbalance manifest not found: {path}")
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e})") from None
+        raise DataError(f"{path}: not JSON ({e})") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an imbalance manifest (expected format {FORMAT!r})")
+        raise DataError(f"{path}: not an imbalance manifest (expected format {FORMAT!r})")
     body = {k: v for k, v in m.items() if k != "content_hash"}
     if hashlib.sha256(_canonical(body).encode()).hexdigest() != m.get("content_hash"):
-        raise ValueError(f"{path}: content_hash does not match its content (edited by hand?)")
+        raise DataError(f"{path}: content_hash does not match its content (edited by hand?)")
     return m

@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from reid_ir.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 #: Bump when the rendering changes, so old folders are detected as different.
@@ -443,9 +445,9 @@ def generate_synthetic_dataset(
         ``Path(dataset_dir)``.
 
     Raises:
-        ValueError: A parameter is out of range, or ``dataset_dir`` already
-            holds a dataset generated with other parameters (the message lists them).
-        FileExistsError: ``dataset_dir`` exists but was not written by this function.
+        ValueError: A parameter is out of range.
+        DataError: ``dataset_dir`` already holds a dataset generated with other parameters
+            (the message lists them), or was not written by this function.
     """
     p = _params(
         layout=layout,
@@ -463,12 +465,12 @@ def generate_synthetic_dataset(
     if out.exists():
         stored = read_meta(out)
         if stored is None:
-            raise FileExistsError(
+            raise DataError(
                 f"{out} exists but has no {META_FILE}: not a synthetic dataset; move it away first"
             )
         diff = meta_differences(stored, p)
         if diff:
-            raise ValueError(
+            raise DataError(
                 f"{out} holds a synthetic dataset with other parameters ({'; '.join(diff)}); "
                 "delete it or point data.root elsewhere"
             )

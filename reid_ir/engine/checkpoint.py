@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from reid_ir.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "reid_ir.checkpoint"
@@ -42,10 +44,6 @@ POINTER = "last_checkpoint"
 _NAME_RE = re.compile(r"^epoch_(\d+)(?:_iter_(\d+))?\.pth$")
 #: ``meta`` keys that must match to resume; the others only warn.
 MUST_MATCH = ("model", "loss", "num_classes")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated or not a reid_ir checkpoint."""
 
 
 def capture_rng_state() -> dict:

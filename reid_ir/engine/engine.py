@@ -51,15 +51,12 @@ from reid_ir.engine import checkpoint as ckpt_io
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.hooks.base import HookBase
 from reid_ir.engine.hooks.grad_scaler import GradScalerHook
-from reid_ir.engine.testing import EvaluationMixin, NonFiniteFeaturesError
+from reid_ir.engine.testing import EvaluationMixin
+from reid_ir.errors import ConfigError, NonFiniteFeaturesError, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["NonFiniteFeaturesError", "NonFiniteLossError", "ReidEngine"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf; the last good checkpoint is kept."""
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -277,7 +274,7 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
             names = [n for n in open_layers if n != "classifier"]
             unknown = [n for n in names if not hasattr(backbone, n) and not hasattr(self.model, n)]
             if unknown:
-                raise ValueError(
+                raise ConfigError(
                     f"train.open_layers names {unknown}, which the model does not have"
                 )
             self.model.eval()

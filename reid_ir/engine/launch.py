@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from reid_ir.errors import OutputFolderError
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,10 +28,6 @@ class ConsoleHandler(logging.StreamHandler):
             self.flush()
         except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
-
-
-class OutputFolderError(FileExistsError):
-    """The output folder holds a previous run and we were not asked to resume it."""
 
 
 def setup_logging(save_dir: str | None = None, level: int = logging.INFO, rank: int = 0) -> None:

@@ -15,19 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reid_ir.config import ConfigError, load_cfg, save_cfg
+from reid_ir.config import load_cfg, save_cfg
 from reid_ir.engine.launch import check_output_folder, init_distributed, setup_logging
+from reid_ir.errors import DIVERGED_ERRORS, USER_ERRORS, ConfigError
 
 logger = logging.getLogger("reid_ir")
 
-#: errors that come from user input: reported in one line, exit code 2
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    FileNotFoundError,
-    FileExistsError,
-    KeyError,
-    ValueError,
-)
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 
@@ -222,23 +215,18 @@ def train_and_evaluate(
 
 def main(args: Any) -> int:
     """Entry point of ``tools/train_net.py``; returns the process exit code."""
-    from reid_ir.engine.engine import NonFiniteLossError
-    from reid_ir.engine.testing import NonFiniteFeaturesError
-
     try:
         cfg, rank, _ = setup(args)
         summary = train_and_evaluate(
             cfg, auto_resume=args.resume == "auto", on_start=lambda: open_run_folder(cfg, rank)
         )
-    except (NonFiniteLossError, NonFiniteFeaturesError) as e:
+    except DIVERGED_ERRORS as e:
         logging.basicConfig()
         logger.error("%s: %s", type(e).__name__, e)
         return EXIT_DIVERGED
     except USER_ERRORS as e:
         logging.basicConfig()
-        logger.error(
-            "%s: %s", type(e).__name__, e.args[0] if isinstance(e, KeyError) and e.args else e
-        )
+        logger.error("%s: %s", type(e).__name__, e)
         logger.debug("traceback", exc_info=True)
         return EXIT_USER_ERROR
     finally:

@@ -19,14 +19,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from reid_ir.engine import distributed as dist_utils
+from reid_ir.errors import ConfigError, DataError, NonFiniteFeaturesError
 from reid_ir.evaluation import evaluate
 from reid_ir.reports import write_evaluation
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteFeaturesError(ValueError):
-    """The model produced NaN/inf embeddings, so there is nothing meaningful to evaluate."""
 
 
 class EvaluationMixin:
@@ -59,7 +56,7 @@ class EvaluationMixin:
             paths.extend(data.get("impath", []) if isinstance(data, dict) else [])
         self.model.train(was_training)
         if not feats:
-            raise ValueError(f"{desc}: the data loader yielded no images")
+            raise DataError(f"{desc}: the data loader yielded no images")
         out = (torch.cat(feats), np.concatenate(pids), np.concatenate(camids))
         return (*out, paths) if with_paths else out
 
@@ -152,7 +149,7 @@ class EvaluationMixin:
             ``{target: metrics dict}``, the same on every rank.
         """
         if use_metric_cuhk03:
-            raise ValueError("cuhk03.use_metric_cuhk03 is not supported by reid_ir's evaluator")
+            raise ConfigError("cuhk03.use_metric_cuhk03 is not supported by reid_ir's evaluator")
         results: dict = {}
         if self.is_main_process:
             kwargs = dict(

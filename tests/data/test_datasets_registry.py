@@ -8,6 +8,7 @@ import pytest
 
 from reid_ir.compat import data as tr_data
 from reid_ir.data.datasets import check_image, parse_name, process_dir, register_datasets
+from reid_ir.errors import DataError
 
 
 def _build(name, root, mode="train"):
@@ -89,7 +90,7 @@ def test_parse_name_rejects_other_layouts(name, layout):
 def test_missing_dataset_says_where_it_looked(tmp_path, small):
     register_datasets(synthetic=small)
     (tmp_path / "synthetic_duke").mkdir()
-    with pytest.raises(FileExistsError, match="synthetic_duke"):
+    with pytest.raises(DataError, match="synthetic_duke"):
         _build("synthetic_duke", tmp_path)
 
 

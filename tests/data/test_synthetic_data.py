@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from reid_ir.data.synthetic import generate_synthetic_dataset
+from reid_ir.errors import DataError
 
 MARKET_RE = re.compile(r"^(-1|\d{4})_c([1-6])s\d_\d{6}_\d{2}\.jpg$")
 DUKE_RE = re.compile(r"^(\d{4})_c([1-8])_f\d{7}\.jpg$")
@@ -107,7 +108,7 @@ def test_existing_folder_with_other_parameters_fails_naming_the_keys(syn_root, s
 def test_existing_folder_that_is_not_synthetic_is_never_overwritten(tmp_path, small):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="mine"):
+    with pytest.raises(DataError, match="mine"):
         generate_synthetic_dataset(tmp_path / "mine", **small)
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
 

@@ -8,6 +8,7 @@ import torch
 
 from reid_ir.engine import checkpoint as ckpt_io
 from reid_ir.engine.hooks.base import PRIORITY_CHECKPOINT, HookBase
+from reid_ir.errors import NonFiniteLossError
 
 
 class CheckpointHook(HookBase):
@@ -56,8 +57,6 @@ class CheckpointHook(HookBase):
             if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())
         ]
         if bad:
-            from reid_ir.engine.engine import NonFiniteLossError
-
             where = f"iteration {batch} of epoch {t.epoch + 1}" if batch else f"epoch {t.epoch + 1}"
             raise NonFiniteLossError(
                 f"after {where} the weights hold NaN/inf ({bad[:3]}); not saving, so the last good "
