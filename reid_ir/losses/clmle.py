@@ -20,23 +20,28 @@ angle between them. Every class c has up to K spherical k-means centroids
 * ``theta_own = theta(x, mu_{y,a})``;
 * ``theta_in = min_{j != a} theta(x, mu_{y,j})`` - the hardest other cluster of
   its own class (only when K_y >= 2);
+* ``theta_far = max_j theta(x, mu_{y,j})`` - the farthest cluster of its own class
+  (``theta_own`` for a single-cluster class);
 * ``theta_out = min_{c != y, j} theta(x, mu_{c,j})`` - the hardest cluster of any
   other class, mined from all centroids.
 
     L_within  = mean_i [theta_own + m_within  - theta_in ]_+
-    L_between = mean_i [theta_own + m_between - theta_out]_+
+    L_between = mean_i [theta_far + m_between - theta_out]_+
     L = L_within + L_between + softmax_weight * CE(W x, y)
 
 (terms that do not exist for a sample count as 0 in the batch mean). The loss
 is exactly 0 when every sample is ``m_within`` closer (in angle) to its own
-cluster than to its class's other clusters and ``m_between`` closer than to
-any other class's cluster. As ``a`` is the nearest own centroid,
-``theta_own <= theta_in``: the within hinge only acts on samples less than
-``m_within`` from the boundary between two clusters of their class.
+cluster than to its class's other clusters, and even its class's *farthest*
+cluster is ``m_between`` closer than any other class's cluster: LMLE's rule
+that a class's clusters all lie nearer than the nearest foreign cluster, so a
+rare class keeps a margin against every mode of a frequent one. As ``a`` is
+the nearest own centroid, ``theta_own <= theta_in``: the within hinge only acts
+on samples less than ``m_within`` from the boundary between two clusters of
+their class.
 
 Vectorised over the batch with a padded (C, K, D) centroid tensor and a (C, K)
-mask: one (B, D) x (D, C K) product per step, without gradient, mines the three
-centroids of each sample; the gradient flows through those three cosines only.
+mask: one (B, D) x (D, C K) product per step, without gradient, mines the four
+centroids of each sample; the gradient flows through those four cosines only.
 
 Where it follows the papers and where not
 -----------------------------------------
@@ -48,11 +53,14 @@ Where it follows the papers and where not
   (spherical k-means, angles instead of LMLE's Euclidean distances), and the
   constraints are between a sample and cluster *centroids* rather than between
   sampled instances - no quintuplet sampling.
-* Ours, not the papers': LMLE orders four distances (same cluster < same class
-  other cluster < farthest same class < other class) with three hinges on
-  sampled quintuplets; we keep two hinges, both anchored at the sample's own
-  centroid. CLMLE's exact per-sample loss form and its margin values were not
-  re-derived here; the hinge form above is our simplification. The optional
+* LMLE orders four distances (same cluster < same class other cluster <
+  farthest same class < other class) with three hinges on sampled quintuplets.
+  With centroids in place of instances its middle hinge (nearest other own
+  cluster < farthest own cluster) always holds, so two hinges remain: the first
+  and the last, which we enforce as stated (``theta_far`` against
+  ``theta_out``). CLMLE's own per-sample loss (its cluster-level angular-margin
+  form and margin values) could not be consulted here; docs/clmle.md says what
+  that leaves open. The optional
   softmax term (reusing :class:`~reid_ir.losses.softmax.SoftmaxLoss`) is a
   classifier for the training accuracy and a stabiliser before the clusters
   mean much; ``softmax_weight: 0`` gives the pure metric loss.
@@ -110,17 +118,21 @@ def clmle_margin_terms(
         cos = (x @ flat.t()).view(b, c, k).masked_fill(~valid.unsqueeze(0), _MASKED)
         own = cos[rows, targets]  # (B, K)
         own_best, own_idx = own.max(1)
+        # farthest cluster of the own class: the lowest real cosine (padding moved above any)
+        far_idx = own.masked_fill(own <= _MASKED / 2, 2.0).min(1).indices
         other_same, same_idx = own.scatter(1, own_idx.unsqueeze(1), _MASKED).max(1)
         is_target = F.one_hot(targets, c).bool().unsqueeze(2)  # (B, C, 1)
         other_class, other_idx = cos.masked_fill(is_target, _MASKED).view(b, c * k).max(1)
         exists = _MASKED / 2  # real cosines are >= -1
         has_own = own_best > exists
         has_in, has_out = has_own & (other_same > exists), has_own & (other_class > exists)
-        picked = torch.stack([targets * k + own_idx, targets * k + same_idx, other_idx], 1)
-    # gradient only through the three picked cosines: a (B, 3, D) product, not (B, C K, D)
-    theta = _angle(torch.einsum("bd,bjd->bj", x, flat[picked]))  # (B, 3)
+        picked = torch.stack(
+            [targets * k + own_idx, targets * k + same_idx, targets * k + far_idx, other_idx], 1
+        )
+    # gradient only through the four picked cosines: a (B, 4, D) product, not (B, C K, D)
+    theta = _angle(torch.einsum("bd,bjd->bj", x, flat[picked]))  # (B, 4): own, in, far, out
     within = F.relu(theta[:, 0] + margin_within - theta[:, 1]) * has_in
-    between = F.relu(theta[:, 0] + margin_between - theta[:, 2]) * has_out
+    between = F.relu(theta[:, 2] + margin_between - theta[:, 3]) * has_out
     return within, between, cos.amax(2)
 
 

@@ -30,8 +30,8 @@ def _loss_with_clusters(centroids, labels, num_classes, **kw) -> CLMLELoss:
     return loss
 
 
-# class 0: clusters at 0 and 90 degrees in the x-y plane; class 1: one cluster at +z.
-CENTROIDS = torch.stack([_rotate_xy(0), _rotate_xy(90), torch.tensor([0.0, 0.0, 1.0])])
+# class 0: clusters at 0 and 90 degrees in the x-y plane; class 1: one cluster at 180 degrees.
+CENTROIDS = torch.stack([_rotate_xy(0), _rotate_xy(90), _rotate_xy(180)])
 LABELS = torch.tensor([0, 0, 1])
 
 
@@ -49,7 +49,7 @@ def test_is_registered_and_builds_from_the_config():
 
 def test_loss_is_zero_when_every_margin_holds():
     loss = _loss_with_clusters(CENTROIDS, LABELS, 2, margin_within=0.2, margin_between=0.3)
-    feats = torch.stack([_rotate_xy(5), _rotate_xy(80), _unit(0.05, 0.0, 1.0)])
+    feats = torch.stack([_rotate_xy(5), _rotate_xy(80), _rotate_xy(178)])
     out = loss(feats, torch.tensor([0, 0, 1]))
     assert out.loss.item() == 0.0
     assert out.terms["clmle_within"].item() == 0.0 and out.terms["clmle_between"].item() == 0.0
@@ -66,10 +66,21 @@ def test_within_class_margin_is_violated_near_the_boundary_between_clusters_of_a
 
 def test_between_class_margin_is_violated_near_another_class():
     loss = _loss_with_clusters(CENTROIDS, LABELS, 2, margin_within=0.0, margin_between=0.3)
-    f = _unit(1.0, 0.0, 1.0)  # 45 deg from class 0's x-cluster and from class 1's z-cluster
-    out = loss(f.unsqueeze(0), torch.tensor([0]))
+    f = _rotate_xy(135)  # class 1: its only cluster 45 deg away, class 0's y-cluster too
+    out = loss(f.unsqueeze(0), torch.tensor([1]))
     assert torch.isclose(out.loss, torch.tensor(0.3), atol=1e-4)
     assert out.terms["clmle_between"] > 0
+
+
+def test_between_margin_is_measured_from_the_farthest_cluster_of_the_class():
+    """LMLE's rule: every cluster of the class nearer than the nearest foreign cluster."""
+    centroids = torch.stack([_rotate_xy(0), _rotate_xy(90), _rotate_xy(-80)])
+    loss = _loss_with_clusters(centroids, LABELS, 2, margin_within=0.0, margin_between=0.3)
+    out = loss(_rotate_xy(10).unsqueeze(0), torch.tensor([0]))
+    # own cluster 10 deg away (10 + m < 90 deg to class 1 holds), but the farthest own
+    # cluster is 80 deg away: 80 deg + 0.3 rad - 90 deg > 0
+    expected = math.radians(80) + 0.3 - math.radians(90)
+    assert torch.isclose(out.terms["clmle_between"], torch.tensor(expected), atol=1e-4)
 
 
 def _oracle(features, targets, centroids, labels, mw, mb):
@@ -85,7 +96,7 @@ def _oracle(features, targets, centroids, labels, mw, mb):
         rest = torch.cat([own[:a], own[a + 1 :]])
         within.append(torch.relu(t_own + mw - rest.min()) if len(rest) else zero)
         neg = ang[labels != y]
-        between.append(torch.relu(t_own + mb - neg.min()) if len(neg) else zero)
+        between.append(torch.relu(own.max() + mb - neg.min()) if len(neg) else zero)
     return torch.stack(within), torch.stack(between)
 
 
@@ -143,7 +154,7 @@ def test_softmax_term_is_added_with_its_weight_and_provides_logits():
 
 def test_without_softmax_the_logits_are_the_best_cluster_cosine_per_class():
     loss = _loss_with_clusters(CENTROIDS, LABELS, 2)
-    out = loss(torch.stack([_rotate_xy(10), _unit(0.0, 0.1, 1.0)]), torch.tensor([0, 1]))
+    out = loss(torch.stack([_rotate_xy(10), _rotate_xy(170)]), torch.tensor([0, 1]))
     assert out.logits.argmax(1).tolist() == [0, 1]
     assert loss.class_weight() is None
 
