@@ -1,8 +1,12 @@
 """Registries name their known entries when asked for an unknown one."""
 
+import re
+
 import pytest
 import torch
 
+import reid_ir.losses
+from reid_ir.errors import ConfigError
 from reid_ir.losses import LOSSES, build_loss
 from reid_ir.registry import Registry
 
@@ -34,5 +38,11 @@ def test_unpg_enabled_switch_wraps_the_configured_head():
     cfg = load_cfg(None, ["loss.name", "am_softmax", "loss.unpg.enabled", "True"])
     loss = build_loss_from_cfg(cfg, num_classes=4, feat_dim=8)
     assert isinstance(loss, UNPGLoss)
-    with pytest.raises(KeyError, match="Heads with UNPG"):
+    with pytest.raises(ConfigError, match="Heads with UNPG"):
         build_loss_from_cfg(load_cfg(None, ["loss.name", "softmax", "loss.unpg.enabled", "True"]), 4, 8)
+
+
+def test_the_loss_table_in_losses_init_lists_every_registered_name():
+    rows = [line for line in reid_ir.losses.__doc__.splitlines() if line.startswith("| ")][1:]
+    listed = {n for row in rows for n in re.split(r"[,\s]+", row.split("|")[1]) if n}
+    assert listed == set(LOSSES.names())

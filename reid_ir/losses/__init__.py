@@ -1,14 +1,23 @@
 """Losses: one registry (``LOSSES``), one module per loss family.
 
-| ``loss.name``                                       | module          |
-|-----------------------------------------------------|-----------------|
-| softmax                                             | ``softmax.py``  |
-| softmax_triplet, triplet                            | ``triplet.py``  |
-| norm_softmax, a_softmax, am_softmax, arcface        | ``margin.py``   |
-| ir_softmax, ir_a_softmax, ir_am_softmax, ir_arcface | ``ir.py``       |
-| weighted_softmax                                    | ``weighted.py`` |
-| clmle                                               | ``clmle.py``    |
-| unpg_<head> for every cosine head above             | ``unpg.py``     |
+Every registered ``loss.name`` (tests/test_registry.py checks this table against
+``LOSSES.names()``):
+
+| ``loss.name``                                          | module          |
+|--------------------------------------------------------|-----------------|
+| softmax                                                | ``softmax.py``  |
+| softmax_triplet, triplet                               | ``triplet.py``  |
+| norm_softmax, a_softmax, am_softmax, arcface           | ``margin.py``   |
+| ir_softmax, ir_a_softmax, ir_am_softmax, ir_arcface    | ``ir.py``       |
+| weighted_softmax                                       | ``weighted.py`` |
+| clmle                                                  | ``clmle.py``    |
+| unpg_norm_softmax, unpg_a_softmax, unpg_am_softmax,    | ``unpg.py``     |
+| unpg_arcface, unpg_ir_a_softmax, unpg_ir_am_softmax,   | ``unpg.py``     |
+| unpg_ir_arcface                                        | ``unpg.py``     |
+
+``unpg_<head>`` is registered for every cosine head imported before
+:func:`~reid_ir.losses.unpg.register_unpg_variants` runs (at the end of this
+module); a head registered later gets its twin by calling it again.
 
 Shared autograd functions with written-out backward passes (normalisation,
 the cosine heads' margin cross-entropy, UNPG's masked log-sum-exp) are in

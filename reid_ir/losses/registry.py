@@ -16,9 +16,13 @@ from typing import Any
 
 import torch
 
+from reid_ir.errors import ConfigError
 from reid_ir.registry import Registry
 
 LOSSES = Registry("loss")
+
+#: Registry prefix of the UNPG variants (``unpg_am_softmax`` wraps ``am_softmax``; see unpg.py).
+UNPG_PREFIX = "unpg_"
 
 
 def build_loss(
@@ -52,10 +56,20 @@ def build_loss(
 
 
 def configured_loss_name(cfg) -> str:
-    """The registry name a config asks for: ``loss.name``, or ``unpg_<loss.name>`` when ``loss.unpg.enabled``."""
-    from reid_ir.losses.unpg import resolve_loss_name  # unpg imports this module
+    """The registry name a config asks for: ``loss.name``, or ``unpg_<loss.name>`` when ``loss.unpg.enabled``.
 
-    return resolve_loss_name(cfg)
+    Raises:
+        ConfigError: UNPG enabled over a loss without a UNPG variant.
+    """
+    name = str(cfg.loss.name)
+    if not cfg.loss.unpg.enabled or name.startswith(UNPG_PREFIX):
+        return name
+    if UNPG_PREFIX + name not in LOSSES:
+        heads = [n[len(UNPG_PREFIX) :] for n in LOSSES.names() if n.startswith(UNPG_PREFIX)]
+        raise ConfigError(
+            f"loss.unpg.enabled needs a cosine-margin head; {name!r} has none. Heads with UNPG: {heads}"
+        )
+    return UNPG_PREFIX + name
 
 
 def loss_kwargs(cfg) -> dict:

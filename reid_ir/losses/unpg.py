@@ -43,7 +43,7 @@ once ``gather`` makes L ~ (world B)^2 / 2).
 Every cosine head of the registry that exposes ``margin_cross_entropy``,
 ``logit_scale`` and ``after_forward`` gets a ``unpg_<name>`` twin
 (:func:`register_unpg_variants`); ``loss.unpg.enabled: true`` maps
-``loss.name: N`` to ``unpg_N`` (:func:`resolve_loss_name`).
+``loss.name: N`` to ``unpg_N`` (``registry.configured_loss_name``).
 """
 
 from __future__ import annotations
@@ -61,12 +61,10 @@ import torch.distributed as dist
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.fused import MaskedLogSumExp, SmallArrays, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES, build_loss
+from reid_ir.losses.registry import UNPG_PREFIX as PREFIX
 from reid_ir.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-#: Registry prefix of the UNPG variants (``unpg_am_softmax`` wraps ``am_softmax``).
-PREFIX = "unpg_"
 
 #: What a head must provide to be wrapped.
 HEAD_METHODS = ("margin_cross_entropy", "logit_scale", "after_forward")
@@ -431,21 +429,3 @@ def register_unpg_variants(registry: Registry = LOSSES) -> list[str]:
     if added:
         logger.debug("registered UNPG variants %s", added)
     return added
-
-
-def resolve_loss_name(cfg: Any) -> str:
-    """The registry name to build: ``unpg_<loss.name>`` when ``loss.unpg.enabled``.
-
-    Raises:
-        KeyError: UNPG enabled over a loss without a UNPG variant.
-    """
-    name = str(cfg.loss.name)
-    if not cfg.loss.unpg.enabled or name.startswith(PREFIX):
-        return name
-    register_unpg_variants()
-    if PREFIX + name not in LOSSES:
-        heads = [n[len(PREFIX) :] for n in LOSSES.names() if n.startswith(PREFIX)]
-        raise KeyError(
-            f"loss.unpg.enabled needs a cosine-margin head; {name!r} has none. Heads with UNPG: {heads}"
-        )
-    return PREFIX + name

@@ -11,8 +11,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from reid_ir.config import get_cfg
+from reid_ir.config import ConfigError, get_cfg
 from reid_ir.losses import LOSSES, build_loss
+from reid_ir.losses.registry import configured_loss_name
 from reid_ir.losses.unpg import (
     UNPGLoss,
     box_whisker_filter,
@@ -21,7 +22,6 @@ from reid_ir.losses.unpg import (
     merge_gathered,
     negative_pair_mask,
     register_unpg_variants,
-    resolve_loss_name,
     whisker_bounds,
 )
 
@@ -244,14 +244,14 @@ def test_cfg_kwargs_combine_head_and_unpg_keys():
 def test_enabled_flag_maps_the_head_name():
     cfg = get_cfg()
     cfg.loss.name = "arcface"
-    assert resolve_loss_name(cfg) == "arcface"
+    assert configured_loss_name(cfg) == "arcface"
     cfg.loss.unpg.enabled = True
-    assert resolve_loss_name(cfg) == "unpg_arcface"
+    assert configured_loss_name(cfg) == "unpg_arcface"
     cfg.loss.name = "unpg_arcface"
-    assert resolve_loss_name(cfg) == "unpg_arcface"
+    assert configured_loss_name(cfg) == "unpg_arcface"
     cfg.loss.name = "softmax"
-    with pytest.raises(KeyError, match="cosine-margin head"):
-        resolve_loss_name(cfg)
+    with pytest.raises(ConfigError, match="cosine-margin head"):
+        configured_loss_name(cfg)
 
 
 def test_non_margin_head_is_rejected():
