@@ -22,18 +22,13 @@ import time
 from pathlib import Path
 
 from reid_ir.data import imbalance
-from reid_ir.data.datasets import make_split
+from reid_ir.data.datasets import IMBALANCE_KEYS, make_split
 
 logger = logging.getLogger("make_imbalance_split")
 
-PARAM_FLAGS = (
-    "rho",
-    "n_max",
-    "min_images",
-    "tail_fraction",
-    "tail_images",
-    "control_of",
-    "id_half",
+#: The split parameters (data.imbalance keys) this tool takes as flags.
+PARAM_FLAGS = tuple(
+    k for k in IMBALANCE_KEYS if k not in ("profile", "manifest", "seed", "val_ids")
 )
 
 
