@@ -19,10 +19,8 @@ from reid_ir.config import ConfigError
 from reid_ir.data.build import build_datamanager
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.engine import ReidEngine
-from reid_ir.engine.hooks.center_tracker import center_tracker_hooks
-from reid_ir.engine.hooks.checkpointer import CheckpointHook
-from reid_ir.engine.hooks.evaluator import EvaluationHook
-from reid_ir.engine.hooks.train_logger import TrainLoggerHook
+from reid_ir.engine.hooks.base import HookBase
+from reid_ir.engine.hooks.standard import standard_hooks
 from reid_ir.losses import LOSSES, build_loss_from_cfg
 from reid_ir.models import backbone_kwargs, build_backbone, load_model_weights
 
@@ -148,26 +146,28 @@ def check_names(cfg: Any) -> None:
         )
 
 
-def build_default_hooks(cfg: Any) -> list:
-    """Checkpointing, evaluation, logging and (optionally) weight-center diagnostics."""
-    hooks = [
-        CheckpointHook(
-            period=cfg.train.checkpoint_period,
-            keep=cfg.train.keep_checkpoints,
-            iter_period=cfg.train.checkpoint_iters,
-        ),
-        EvaluationHook(
-            eval_freq=cfg.test.eval_freq,
-            start_eval=cfg.test.start_eval,
-            test_kwargs=test_kwargs(cfg),
-        ),
-        TrainLoggerHook(print_freq=cfg.train.print_freq),
-    ]
-    try:
-        from reid_ir.engine.hooks.weight_center_angle import build_diagnostics_hooks
-    except ImportError:  # diagnostics module not installed in this build
-        return hooks
-    return hooks + list(build_diagnostics_hooks(cfg))
+def build_hooks(cfg: Any, criterion: nn.Module, grad_scaler: bool = False) -> list[HookBase]:
+    """Every hook of the run, in run order: ``hooks/standard.py``'s list with cfg's settings.
+
+    Args:
+        cfg: the run's config.
+        criterion: the loss (hooks that read or checkpoint its state are built from it).
+        grad_scaler: the engine scales float16 losses (``engine.scaler.is_enabled()``).
+    """
+    return standard_hooks(
+        criterion,
+        grad_scaler=grad_scaler,
+        weight_center_angle=cfg.diagnostics.weight_center_angle,
+        head_quantile=float(cfg.diagnostics.head_quantile),
+        loss_name=cfg.loss.name,
+        checkpoint_period=cfg.train.checkpoint_period,
+        keep_checkpoints=cfg.train.keep_checkpoints,
+        checkpoint_iters=cfg.train.checkpoint_iters,
+        eval_freq=cfg.test.eval_freq,
+        start_eval=cfg.test.start_eval,
+        test_kwargs=test_kwargs(cfg),
+        print_freq=cfg.train.print_freq,
+    )
 
 
 class TrainableModules(nn.ModuleDict):
@@ -212,11 +212,12 @@ def build_engine(cfg: Any) -> ReidEngine:
         optimizer,
         scheduler,
         use_gpu=use_gpu,
-        hooks=[*center_tracker_hooks(criterion), *build_default_hooks(cfg)],
+        hooks=[],
         stop_on_nan=cfg.train.stop_on_nan,
         amp=cfg.train.amp,
         channels_last=cfg.train.channels_last,
     )
+    engine.register_hooks(build_hooks(cfg, criterion, grad_scaler=engine.scaler.is_enabled()))
     engine.visrank_num = cfg.test.visrank_num
     engine.run_meta = run_meta(cfg)
     engine.skipped_images = getattr(datamanager, "skipped_images", {})

@@ -50,7 +50,9 @@ from reid_ir import compat
 from reid_ir.engine import checkpoint as ckpt_io
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.hooks.base import HookBase
-from reid_ir.engine.hooks.grad_scaler import GradScalerHook
+from reid_ir.engine.hooks.evaluator import EvaluationHook
+from reid_ir.engine.hooks.standard import standard_hooks
+from reid_ir.engine.hooks.train_logger import TrainLoggerHook
 from reid_ir.engine.testing import EvaluationMixin
 from reid_ir.errors import ConfigError, NonFiniteFeaturesError, NonFiniteLossError
 
@@ -80,7 +82,8 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         optimizer: optimizer over model and criterion parameters.
         scheduler: lr scheduler stepped once per epoch, or None.
         use_gpu: use CUDA when available.
-        hooks: extra hooks; the criterion's own ``hooks()`` are added too.
+        hooks: every hook of the run (``builder.build_hooks``); None: the standard list
+            (``hooks/standard.py``), scheduled by ``run()``'s torchreid-style arguments.
         stop_on_nan: raise :class:`NonFiniteLossError` on a NaN/inf loss.
         amp: run the backbone under autocast (see :func:`amp_dtype`); the loss stays float32.
         channels_last: keep the backbone's weights and the input images in NHWC.
@@ -94,7 +97,7 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         optimizer: torch.optim.Optimizer,
         scheduler=None,
         use_gpu: bool = True,
-        hooks: Iterable[HookBase] = (),
+        hooks: Iterable[HookBase] | None = None,
         stop_on_nan: bool = True,
         amp: bool = False,
         channels_last: bool = False,
@@ -136,8 +139,10 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         self._trainable_key: tuple | None = None
         self._criterion_params = [p for p in self.criterion.parameters() if p.requires_grad]
         self.train_time = 0.0
-        scaler_hooks = [GradScalerHook()] if self.scaler.is_enabled() else []
-        self.register_hooks([*getattr(criterion, "hooks", list)(), *scaler_hooks, *hooks])
+        self._hooks_from_run = hooks is None
+        if hooks is None:
+            hooks = standard_hooks(self.criterion, grad_scaler=self.scaler.is_enabled())
+        self.register_hooks(hooks)
         if dist_utils.is_distributed():
             dist_utils.broadcast_module(self.model)
             dist_utils.broadcast_module(self.criterion)
@@ -204,8 +209,6 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         Returns:
             The metrics of the last evaluation, per target dataset.
         """
-        from reid_ir.engine.hooks.defaults import ensure_default_hooks
-
         self.save_dir = str(save_dir)
         Path(self.save_dir).mkdir(parents=True, exist_ok=True)
         eval_kwargs = {
@@ -218,13 +221,11 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         }
         if test_only:
             return self.test(save_dir=save_dir, **eval_kwargs)
-        ensure_default_hooks(
-            self,
-            print_freq=print_freq,
-            start_eval=start_eval,
-            eval_freq=eval_freq,
-            eval_kwargs=eval_kwargs,
-        )
+        if self._hooks_from_run:  # no hook list given: run()'s arguments schedule the standard ones
+            evaluation = self.find_hook(EvaluationHook)
+            evaluation.eval_freq, evaluation.start_eval = eval_freq, start_eval
+            evaluation.test_kwargs = {k: v for k, v in eval_kwargs.items() if k != "visrank"}
+            self.find_hook(TrainLoggerHook).print_freq = max(1, print_freq)
         if self.writer is None and self.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -256,8 +257,6 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
                 self._call_hooks("after_epoch")
             if self.start_epoch >= self.max_epoch > 0 and not self.last_metrics:
                 # resumed from the last epoch's checkpoint (e.g. killed while evaluating)
-                from reid_ir.engine.hooks.evaluator import EvaluationHook
-
                 hook = self.find_hook(EvaluationHook)
                 self.epoch = self.max_epoch - 1
                 self.test(save_dir=self.save_dir, **(hook.test_kwargs if hook else eval_kwargs))

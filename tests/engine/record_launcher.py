@@ -70,8 +70,8 @@ def main(argv: list[str]) -> int:
             t = self.trainer
             record["epochs"].append(digest(t.model.state_dict().values()))
 
-    build_hooks = builder.build_default_hooks
-    builder.build_default_hooks = lambda cfg: [*build_hooks(cfg), Recorder()]
+    build_hooks = builder.build_hooks
+    builder.build_hooks = lambda *args, **kwargs: [*build_hooks(*args, **kwargs), Recorder()]
 
     def spy(fn, path_arg: int = 0):
         def wrapper(*args, **kwargs):

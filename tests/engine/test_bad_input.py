@@ -242,9 +242,9 @@ def test_a_nan_loss_stops_naming_epoch_and_iteration_and_keeps_the_last_checkpoi
     from reid_ir.engine import builder
     from reid_ir.engine.checkpoint import load_checkpoint
 
-    build_hooks = builder.build_default_hooks
+    build_hooks = builder.build_hooks
     monkeypatch.setattr(
-        builder, "build_default_hooks", lambda cfg: [*build_hooks(cfg), _PoisonWeights(2, 2)]
+        builder, "build_hooks", lambda *a, **k: [*build_hooks(*a, **k), _PoisonWeights(2, 2)]
     )
     out = tmp_path / "out"
     code, errors = cli(caplog, *SYNTHETIC, "data.root", str(tmp_path / "data"), "data.save_dir", str(out),

@@ -206,14 +206,3 @@ class WeightCenterAngleHook(HookBase):
                 if not math.isnan(summary[group]):
                     writer.add_scalar(f"Diagnostics/angle_{group}", summary[group], epoch)
 
-
-def build_diagnostics_hooks(cfg) -> list:
-    """The diagnostics hooks a config asks for (``diagnostics.*`` keys)."""
-    hooks: list[HookBase] = []
-    if cfg.diagnostics.weight_center_angle:
-        hooks.append(
-            WeightCenterAngleHook(
-                head_quantile=float(cfg.diagnostics.head_quantile), loss_name=cfg.loss.name
-            )
-        )
-    return hooks

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from reid_ir.config import load_cfg
+from reid_ir.engine.builder import build_hooks
 from reid_ir.engine.hooks import weight_center_angle
 from reid_ir.losses import build_loss
 from reid_ir.reports.plots import plot_angle_vs_count
@@ -26,9 +27,13 @@ def test_the_plot_title_is_the_config_loss_name_not_the_class_name(tmp_path, mon
         weight_center_angle, "plot_angle_vs_count", lambda *a, **k: titles.append(k["title"])
     )
     cfg = load_cfg(None, ["loss.name", "ir_am_softmax"])
-    (hook,) = weight_center_angle.build_diagnostics_hooks(cfg)
     counts = torch.tensor([4, 3, 2, 1])
     criterion = build_loss("ir_am_softmax", num_classes=4, feat_dim=8, class_counts=counts)
+    (hook,) = [
+        h
+        for h in build_hooks(cfg, criterion)
+        if isinstance(h, weight_center_angle.WeightCenterAngleHook)
+    ]
     trainer = _Trainer(criterion, tmp_path, counts)
     hook.trainer = trainer
     hook.before_epoch()

@@ -10,7 +10,6 @@ from reid_ir.config import get_cfg
 from reid_ir.engine.hooks.base import PRIORITY_DIAGNOSTICS, PRIORITY_STATE
 from reid_ir.engine.hooks.weight_center_angle import (
     WeightCenterAngleHook,
-    build_diagnostics_hooks,
     head_tail_summary,
     weight_center_angles,
 )
@@ -126,13 +125,34 @@ def test_losses_without_class_weights_are_skipped_with_a_warning(tmp_path, caplo
     assert "skipped" in caplog.text and not (tmp_path / "diagnostics").exists()
 
 
-def test_build_diagnostics_hooks_follows_the_config():
+def test_build_hooks_adds_the_diagnostics_the_config_asks_for():
+    from reid_ir.engine.builder import build_hooks
+
     cfg = get_cfg()
-    (hook,) = build_diagnostics_hooks(cfg)
-    assert (
-        isinstance(hook, WeightCenterAngleHook)
-        and hook.priority == PRIORITY_DIAGNOSTICS > PRIORITY_STATE
-    )
+    loss = build_loss("softmax", num_classes=3, feat_dim=4)
+    (hook,) = [h for h in build_hooks(cfg, loss) if isinstance(h, WeightCenterAngleHook)]
+    assert hook.priority == PRIORITY_DIAGNOSTICS > PRIORITY_STATE
     assert hook.head_quantile == cfg.diagnostics.head_quantile
     cfg.diagnostics.weight_center_angle = False
-    assert build_diagnostics_hooks(cfg) == []
+    assert not any(isinstance(h, WeightCenterAngleHook) for h in build_hooks(cfg, loss))
+
+
+@pytest.mark.parametrize("loss_name", ["softmax", "ir_am_softmax", "clmle"])
+def test_build_hooks_lists_every_hook_once_in_the_order_they_run(loss_name):
+    from reid_ir.engine.builder import build_hooks
+    from reid_ir.engine.hooks.center_tracker import CenterTrackerHook
+
+    loss = build_loss(loss_name, num_classes=3, feat_dim=4, class_counts=torch.ones(3))
+    hooks = build_hooks(get_cfg(), loss, grad_scaler=True)
+    names = [type(h).__name__ for h in hooks]
+    assert [h.priority for h in hooks] == sorted(h.priority for h in hooks), names
+    assert len(set(names)) == len(names)
+    assert names[-4:] == [
+        "WeightCenterAngleHook",
+        "CheckpointHook",
+        "EvaluationHook",
+        "TrainLoggerHook",
+    ]
+    assert "GradScalerHook" in names
+    assert any(isinstance(h, CenterTrackerHook) for h in hooks) == loss_name.startswith("ir_")
+    assert ("ClusterHook" in names) == (loss_name == "clmle")
