@@ -49,11 +49,11 @@ from torch.utils.data import DataLoader
 from reid_ir import compat
 from reid_ir.engine import checkpoint as ckpt_io
 from reid_ir.engine import distributed as dist_utils
+from reid_ir.engine.evaluation import EvaluationMixin
 from reid_ir.engine.hooks.base import HookBase
 from reid_ir.engine.hooks.evaluator import EvaluationHook
 from reid_ir.engine.hooks.standard import standard_hooks
 from reid_ir.engine.hooks.train_logger import TrainLoggerHook
-from reid_ir.engine.testing import EvaluationMixin
 from reid_ir.errors import ConfigError, NonFiniteFeaturesError, NonFiniteLossError
 
 logger = logging.getLogger(__name__)

@@ -263,7 +263,7 @@ def test_a_nan_loss_stops_naming_epoch_and_iteration_and_keeps_the_last_checkpoi
 def test_nan_features_are_refused_by_the_evaluator_and_named_by_the_engine(tmp_path):
     from reid_ir.config import load_cfg
     from reid_ir.engine.builder import build_engine
-    from reid_ir.engine.testing import NonFiniteFeaturesError
+    from reid_ir.errors import NonFiniteFeaturesError
     from reid_ir.evaluation import evaluate
 
     qf, gf = torch.randn(3, 8), torch.randn(5, 8)

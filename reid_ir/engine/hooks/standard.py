@@ -10,7 +10,7 @@ from torch import nn
 
 from reid_ir.engine.hooks.base import HookBase
 from reid_ir.engine.hooks.center_tracker import center_tracker_hooks
-from reid_ir.engine.hooks.checkpointer import CheckpointHook
+from reid_ir.engine.hooks.checkpoint_hook import CheckpointHook
 from reid_ir.engine.hooks.evaluator import EvaluationHook
 from reid_ir.engine.hooks.grad_scaler import GradScalerHook
 from reid_ir.engine.hooks.train_logger import TrainLoggerHook
