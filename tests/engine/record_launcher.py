@@ -35,7 +35,7 @@ def digest(tensors) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from reid_ir.engine import builder, testing
+    from reid_ir.engine import builder, evaluation
     from reid_ir.engine import checkpoint as ckpt
     from reid_ir.engine.hooks.base import PRIORITY_DIAGNOSTICS, HookBase
     from reid_ir.engine.hooks.clusters import ClusterHook
@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
 
     ckpt.atomic_torch_save = spy(ckpt.atomic_torch_save, 1)
     ckpt.atomic_write_text = spy(ckpt.atomic_write_text, 0)
-    testing.write_evaluation = spy(testing.write_evaluation, 1)
+    evaluation.write_evaluation = spy(evaluation.write_evaluation, 1)
 
     spec = importlib.util.spec_from_file_location("train_net", ROOT / "tools" / "train_net.py")
     train_net = importlib.util.module_from_spec(spec)
