@@ -21,6 +21,7 @@ from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.engine import ReidEngine
 from reid_ir.engine.hooks.base import HookBase
 from reid_ir.engine.hooks.standard import standard_hooks
+from reid_ir.evaluation.settings import EvalSettings
 from reid_ir.losses import LOSSES, build_loss_from_cfg
 from reid_ir.models import backbone_kwargs, build_backbone, load_model_weights
 
@@ -88,32 +89,6 @@ def engine_run_kwargs(cfg: Any) -> dict:
     }
 
 
-def evaluator_kwargs(cfg: Any) -> dict:
-    """Keyword arguments ``ReidEngine.test`` passes on to ``reid_ir.evaluation.evaluate``."""
-    return {
-        "backend": cfg.test.backend,
-        "max_rank": cfg.test.max_rank,
-        "chunk_size": cfg.test.chunk_size,
-        "rerank_k1": cfg.test.rerank_k1,
-        "rerank_k2": cfg.test.rerank_k2,
-        "rerank_lambda": cfg.test.rerank_lambda,
-    }
-
-
-def test_kwargs(cfg: Any) -> dict:
-    """All keyword arguments of ``ReidEngine.test`` from cfg."""
-    return {
-        "dist_metric": cfg.test.dist_metric,
-        "normalize_feature": cfg.test.normalize_feature,
-        "ranks": tuple(cfg.test.ranks),
-        "rerank": cfg.test.rerank,
-        "visrank_topk": cfg.test.visrank_topk,
-        "knc": cfg.test.knc,
-        "knc_k": cfg.loss.clmle.knc_k,
-        **evaluator_kwargs(cfg),
-    }
-
-
 def run_meta(cfg: Any) -> dict:
     """Settings a checkpoint records; resuming checks them (see ``checkpoint.MUST_MATCH``)."""
     return {
@@ -165,7 +140,7 @@ def build_hooks(cfg: Any, criterion: nn.Module, grad_scaler: bool = False) -> li
         checkpoint_iters=cfg.train.checkpoint_iters,
         eval_freq=cfg.test.eval_freq,
         start_eval=cfg.test.start_eval,
-        test_kwargs=test_kwargs(cfg),
+        eval_settings=EvalSettings.from_cfg(cfg),
         print_freq=cfg.train.print_freq,
     )
 

@@ -55,6 +55,7 @@ from reid_ir.engine.hooks.evaluator import EvaluationHook
 from reid_ir.engine.hooks.standard import standard_hooks
 from reid_ir.engine.hooks.train_logger import TrainLoggerHook
 from reid_ir.errors import ConfigError, NonFiniteFeaturesError, NonFiniteLossError
+from reid_ir.evaluation.settings import EvalSettings
 
 logger = logging.getLogger(__name__)
 
@@ -211,20 +212,19 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         """
         self.save_dir = str(save_dir)
         Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-        eval_kwargs = {
-            "dist_metric": dist_metric,
-            "normalize_feature": normalize_feature,
-            "ranks": tuple(ranks),
-            "rerank": rerank,
-            "visrank": visrank,
-            "visrank_topk": visrank_topk,
-        }
+        settings = EvalSettings(
+            dist_metric=dist_metric,
+            normalize_feature=normalize_feature,
+            ranks=tuple(ranks),
+            rerank=rerank,
+            visrank_topk=visrank_topk,
+        )
         if test_only:
-            return self.test(save_dir=save_dir, **eval_kwargs)
+            return self.test(settings, save_dir=save_dir, visrank=visrank)
         if self._hooks_from_run:  # no hook list given: run()'s arguments schedule the standard ones
             evaluation = self.find_hook(EvaluationHook)
             evaluation.eval_freq, evaluation.start_eval = eval_freq, start_eval
-            evaluation.test_kwargs = {k: v for k, v in eval_kwargs.items() if k != "visrank"}
+            evaluation.settings = settings
             self.find_hook(TrainLoggerHook).print_freq = max(1, print_freq)
         if self.writer is None and self.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
@@ -259,7 +259,7 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
                 # resumed from the last epoch's checkpoint (e.g. killed while evaluating)
                 hook = self.find_hook(EvaluationHook)
                 self.epoch = self.max_epoch - 1
-                self.test(save_dir=self.save_dir, **(hook.test_kwargs if hook else eval_kwargs))
+                self.test(hook.settings if hook else settings, save_dir=self.save_dir)
             self._call_hooks("after_train")
         finally:
             if self.writer is not None:

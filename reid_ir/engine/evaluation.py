@@ -9,8 +9,8 @@ NaN/inf embeddings stop with an error naming the images.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.errors import ConfigError, DataError, NonFiniteFeaturesError
 from reid_ir.evaluation import evaluate
+from reid_ir.evaluation.settings import EvalSettings
 from reid_ir.reports import write_evaluation
 
 logger = logging.getLogger(__name__)
@@ -127,55 +128,41 @@ class EvaluationMixin:
 
     def test(
         self,
-        dist_metric: str = "euclidean",
-        normalize_feature: bool = False,
-        visrank: bool = False,
-        visrank_topk: int = 10,
+        settings: EvalSettings | None = None,
         save_dir: str = "",
+        visrank: bool = False,
         use_metric_cuhk03: bool = False,
-        ranks: Sequence[int] = (1, 5, 10, 20),
-        rerank: bool = False,
-        knc: bool = False,
-        knc_k: int = 5,
-        **evaluate_kwargs,
+        **changes,
     ) -> dict:
         """Evaluate on every target dataset with reid_ir's evaluator (rank 0 only).
 
         Writes ``metrics/<target>_epoch_XXX.json`` and a CMC plot per target
-        under ``save_dir``. With ``knc`` the kNC accuracy on the training
+        under ``save_dir``. With ``settings.knc`` the kNC accuracy on the training
         identities (CLMLE's clusters) is added to every target's metrics.
+
+        Args:
+            settings: how to evaluate (default: :class:`EvalSettings`' defaults).
+            save_dir: where metrics, plots and ranked lists go (default: the engine's).
+            visrank: also write ranked lists of ``visrank_num`` queries.
+            use_metric_cuhk03: torchreid's option; not supported.
+            **changes: settings fields to change (torchreid's ``test(dist_metric=...)`` calls).
 
         Returns:
             ``{target: metrics dict}``, the same on every rank.
         """
         if use_metric_cuhk03:
             raise ConfigError("cuhk03.use_metric_cuhk03 is not supported by reid_ir's evaluator")
+        settings = dataclasses.replace(settings or EvalSettings(), **changes)
         results: dict = {}
         if self.is_main_process:
-            kwargs = dict(
-                dist_metric=dist_metric,
-                normalize_feature=normalize_feature,
-                ranks=ranks,
-                rerank=rerank,
-            )
-            results = self._evaluate_targets(
-                Path(save_dir or self.save_dir),
-                visrank,
-                visrank_topk,
-                knc,
-                knc_k,
-                kwargs,
-                evaluate_kwargs,
-            )
+            results = self._evaluate_targets(Path(save_dir or self.save_dir), visrank, settings)
         results = dist_utils.broadcast_object(results)
         self.last_metrics = results
         return results
 
-    def _evaluate_targets(
-        self, save_dir, visrank, visrank_topk, knc, knc_k, kw, evaluate_kwargs
-    ) -> dict:
-        extra = self.knc_accuracy(knc_k) if knc else None
-        ranks = tuple(kw["ranks"])
+    def _evaluate_targets(self, save_dir: Path, visrank: bool, settings: EvalSettings) -> dict:
+        extra = self.knc_accuracy(settings.knc_k) if settings.knc else None
+        ranks = settings.ranks
         results = {}
         epoch = int(self.epoch) + 1 if self.max_epoch else 0
         for name, loaders in self.test_loader.items():
@@ -184,17 +171,7 @@ class EvaluationMixin:
             if self.device.type == "cuda":  # the torch search backend then runs on the GPU
                 qf, gf = qf.to(self.device), gf.to(self.device)
             metrics = evaluate(
-                qf,
-                gf,
-                q_pids,
-                g_pids,
-                q_camids,
-                g_camids,
-                metric=kw["dist_metric"],
-                ranks=ranks,
-                normalize=kw["normalize_feature"],
-                rerank=kw["rerank"],
-                **evaluate_kwargs,
+                qf, gf, q_pids, g_pids, q_camids, g_camids, **settings.evaluate_kwargs()
             )
             metrics.update({"dataset": name, "epoch": epoch, **(extra or {})})
             results[name] = metrics
@@ -213,12 +190,10 @@ class EvaluationMixin:
                 if extra:
                     self.writer.add_scalar("Test/knc_accuracy", extra["knc_accuracy"], epoch)
             if visrank:
-                self._write_visrank(
-                    name, qf, gf, save_dir, visrank_topk, kw["dist_metric"], kw["normalize_feature"]
-                )
+                self._write_visrank(name, qf, gf, save_dir, settings)
         return results
 
-    def _write_visrank(self, name, qf, gf, save_dir, topk, metric, normalize) -> None:
+    def _write_visrank(self, name, qf, gf, save_dir, settings: EvalSettings) -> None:
         from reid_ir.evaluation import write_ranked_results
 
         dataset = self.datamanager.fetch_test_loaders(name)
@@ -228,8 +203,8 @@ class EvaluationMixin:
             dataset[0],
             dataset[1],
             Path(save_dir) / f"visrank_{name}",
-            topk=topk,
+            topk=settings.visrank_topk,
             num_queries=getattr(self, "visrank_num", 20),
-            metric=metric,
-            normalize=normalize,
+            metric=settings.dist_metric,
+            normalize=settings.normalize_feature,
         )

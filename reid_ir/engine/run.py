@@ -180,7 +180,8 @@ def train_and_evaluate(
         on_start: called once the engine is built and resumed, before any training or
             evaluation (the CLI opens the run folder there).
     """
-    from reid_ir.engine.builder import build_engine, engine_run_kwargs, test_kwargs
+    from reid_ir.engine.builder import build_engine, engine_run_kwargs
+    from reid_ir.evaluation.settings import EvalSettings
 
     engine = build_engine(cfg)
     if cfg.model.resume:
@@ -189,8 +190,9 @@ def train_and_evaluate(
         on_start()
     tic = time.time()
     if cfg.test.evaluate:
-        kwargs = test_kwargs(cfg)
-        results = engine.test(save_dir=cfg.data.save_dir, visrank=cfg.test.visrank, **kwargs)
+        results = engine.test(
+            EvalSettings.from_cfg(cfg), save_dir=cfg.data.save_dir, visrank=cfg.test.visrank
+        )
     else:
         results = engine.run(**engine_run_kwargs(cfg))
     summary = {

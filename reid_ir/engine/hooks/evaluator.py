@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from reid_ir.engine.hooks.base import PRIORITY_EVALUATION, HookBase
+from reid_ir.evaluation.settings import EvalSettings
 
 
 class EvaluationHook(HookBase):
-    """Calls ``trainer.test(**test_kwargs)`` like torchreid's ``run`` does.
+    """Calls ``trainer.test(settings)`` like torchreid's ``run`` does.
 
     Args:
         eval_freq: evaluate every this many epochs (-1: only after the last).
         start_eval: no periodic evaluation before this epoch.
-        test_kwargs: keyword arguments of ``ReidEngine.test`` (metric, ranks, rerank, backend, ...).
+        settings: how to evaluate (metric, ranks, rerank, backend, ...).
     """
 
     priority = PRIORITY_EVALUATION
 
     def __init__(
-        self, eval_freq: int = -1, start_eval: int = 0, test_kwargs: dict | None = None
+        self, eval_freq: int = -1, start_eval: int = 0, settings: EvalSettings | None = None
     ) -> None:
         self.eval_freq, self.start_eval = eval_freq, start_eval
-        self.test_kwargs = dict(test_kwargs or {})
+        self.settings = settings or EvalSettings()
 
     def _due(self) -> bool:
         done = self.trainer.epoch + 1
@@ -30,4 +31,4 @@ class EvaluationHook(HookBase):
 
     def after_epoch(self) -> None:
         if self._due():
-            self.trainer.test(save_dir=self.trainer.save_dir, **self.test_kwargs)
+            self.trainer.test(self.settings, save_dir=self.trainer.save_dir)

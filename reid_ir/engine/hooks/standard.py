@@ -15,6 +15,7 @@ from reid_ir.engine.hooks.evaluator import EvaluationHook
 from reid_ir.engine.hooks.grad_scaler import GradScalerHook
 from reid_ir.engine.hooks.train_logger import TrainLoggerHook
 from reid_ir.engine.hooks.weight_center_angle import WeightCenterAngleHook
+from reid_ir.evaluation.settings import EvalSettings
 
 
 def standard_hooks(
@@ -29,7 +30,7 @@ def standard_hooks(
     checkpoint_iters: int = 0,
     eval_freq: int = -1,
     start_eval: int = 0,
-    test_kwargs: dict | None = None,
+    eval_settings: EvalSettings | None = None,
     print_freq: int = 20,
 ) -> list[HookBase]:
     """Every hook of a training run, in the order they run at each hook point.
@@ -41,7 +42,7 @@ def standard_hooks(
         head_quantile: class-size quantile splitting head and tail classes in those diagnostics.
         loss_name: the loss's registry name, for the diagnostics' plot titles.
         checkpoint_period, keep_checkpoints, checkpoint_iters: see :class:`CheckpointHook`.
-        eval_freq, start_eval, test_kwargs: see :class:`EvaluationHook`.
+        eval_freq, start_eval, eval_settings: see :class:`EvaluationHook`.
         print_freq: log every this many iterations.
     """
     return [
@@ -60,7 +61,7 @@ def standard_hooks(
         # checkpoint before evaluating, so a crash while evaluating keeps the finished epoch
         CheckpointHook(checkpoint_period, keep_checkpoints, checkpoint_iters),
         # evaluation every eval_freq epochs from start_eval, and after the last epoch
-        EvaluationHook(eval_freq, start_eval, test_kwargs),
+        EvaluationHook(eval_freq, start_eval, eval_settings),
         # logging last: it reports what the others produced
         TrainLoggerHook(print_freq),
     ]
