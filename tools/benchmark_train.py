@@ -363,14 +363,35 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def tool_logging():
+    """This tool's INFO lines on stderr, reid_ir's per-engine build messages muted.
+
+    Undone on exit, so a caller in the same process (the tool's test) keeps its
+    own root handlers and levels.
+    """
+    root, reid_ir = logging.getLogger(), logging.getLogger("reid_ir")
+    saved = root.level, reid_ir.level
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    reid_ir.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        reid_ir.setLevel(saved[1])
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchreid's import-time Cython warning
         import torchreid  # noqa: F401
-    logging.getLogger("reid_ir").setLevel(logging.WARNING)  # per-engine build messages
-    res = run(args)
+    with tool_logging():
+        res = run(args)
     text = markdown(res)
     print(text)
     if args.markdown:
