@@ -19,10 +19,6 @@ Every registered ``loss.name`` (tests/test_registry.py checks this table against
 :func:`~reid_ir.losses.unpg.register_unpg_variants` runs (at the end of this
 module); a head registered later gets its twin by calling it again.
 
-Shared autograd functions with written-out backward passes (normalisation,
-the cosine heads' margin cross-entropy, UNPG's masked log-sum-exp) are in
-``fused.py``.
-
 Importing this package registers every loss.
 """
 

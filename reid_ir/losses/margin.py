@@ -39,10 +39,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reid_ir.losses.base import LossOutput, ReidLoss
-from reid_ir.losses.fused import WeightNormalizedProduct, constant, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES
 from reid_ir.losses.softmax import label_smooth_epsilon, label_smoothed_cross_entropy
 
@@ -88,18 +88,12 @@ class CosineMarginLoss(ReidLoss):
         return None
 
     def unit_cosines(self, unit_features: torch.Tensor) -> torch.Tensor:
-        """(B, C) cosines of already L2-normalised (B, D) features with every class weight.
-
-        The weight norms divide the (B, C) product instead of normalising the
-        (C, D) weights, and the backward is written out
-        (:class:`WeightNormalizedProduct`): two passes over the (C, D) weights
-        instead of the eight autograd makes through ``norm``.
-        """
-        return WeightNormalizedProduct.apply(unit_features, self.class_weight())
+        """(B, C) cosines of already L2-normalised (B, D) features with every class weight."""
+        return unit_features @ F.normalize(self.class_weight(), dim=1).t()
 
     def cosines(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C) cosines between the (B, D) features and every class weight."""
-        return self.unit_cosines(unit_rows_with_grad(features))
+        return self.unit_cosines(F.normalize(features, dim=1))
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         """psi: the margin applied to the target cosines, (B, 1) -> (B, 1)."""
@@ -151,7 +145,7 @@ class CosineMarginLoss(ReidLoss):
             column (0-d, detached) or None without one.
         """
         if unit_features is None:
-            unit_features = unit_rows_with_grad(features)
+            unit_features = F.normalize(features, dim=1)
         cos = self.unit_cosines(unit_features)
         scale = self.logit_scale(features)
         logits = self.margin_cosines(features, targets, cos) * scale
@@ -215,7 +209,7 @@ class AMSoftmaxLoss(CosineMarginLoss):
         self.m = float(m)
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
-        return cos_target - constant(self.m, cos_target)
+        return cos_target - self.m
 
 
 class ArcFaceLoss(CosineMarginLoss):
@@ -248,26 +242,23 @@ class ArcFaceLoss(CosineMarginLoss):
     def _psi(
         self, cos_target: torch.Tensor, sin: torch.Tensor, fallback: torch.Tensor
     ) -> torch.Tensor:
-        """cos(theta + m) = c cos m - sin(theta) sin m, or c - m sin m where ``fallback``: (B, 1).
-
-        The numbers enter as cached 0-d tensors or ``alpha=`` arguments
-        (:func:`~reid_ir.losses.fused.constant`), never as wrapped Python numbers.
-        """
-        plain = torch.add(cos_target * constant(self._cos_m, cos_target), sin, alpha=-self._sin_m)
-        shifted = cos_target - constant(self.m * self._sin_m, cos_target)
+        """cos(theta + m) = c cos m - sin(theta) sin m, or c - m sin m where ``fallback``: (B, 1)."""
+        plain = cos_target * self._cos_m - sin * self._sin_m
+        shifted = cos_target - self.m * self._sin_m
         return torch.where(fallback, shifted, plain)
 
     def _fallback(self, cos_target: torch.Tensor) -> torch.Tensor:
         """(B, 1) bool: theta + m > pi, where the fallback c - m sin m applies."""
-        return cos_target <= constant(self._threshold, cos_target)
+        return cos_target <= self._threshold
 
     def _one_minus_square(self, cos_target: torch.Tensor) -> torch.Tensor:
         """1 - c^2 = sin^2 theta: (B, 1)."""
-        return torch.addcmul(constant(1.0, cos_target), cos_target, cos_target, value=-1.0)
+        return 1.0 - cos_target * cos_target
 
     def target_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
         sin = self._one_minus_square(cos_target).clamp_min(1e-12).sqrt()
         return self._psi(cos_target, sin, self._fallback(cos_target))
+
 
 def _chebyshev_coefficients(m: int) -> list[int]:
     """Coefficients of T_m (T_0 = 1, T_1 = x, T_k+1 = 2x T_k - T_k-1) for x^m, x^(m-2), ..."""
@@ -285,10 +276,9 @@ def _horner(coefficients: list[int], x: torch.Tensor) -> torch.Tensor:
     """sum_j c_j x^(n - j) for coefficients c_0..c_n (highest power first), by Horner's rule."""
     if len(coefficients) == 1:
         return torch.full_like(x, float(coefficients[0]))
-    # c_0 x + c_1, then out x + c_j: one op per coefficient, the numbers as cached 0-d tensors
-    out = torch.add(constant(coefficients[1], x), x, alpha=coefficients[0])
+    out = coefficients[0] * x + coefficients[1]
     for coef in coefficients[2:]:
-        out = torch.addcmul(constant(coef, x), out, x)
+        out = out * x + coef
     return out
 
 

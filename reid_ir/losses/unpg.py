@@ -25,14 +25,9 @@ A batch without any negative pair falls back to the head's own loss.
 
 The loss works on the (N, N) Gram matrix with a mask of the negative pairs
 (:func:`negative_pair_mask`): the quartiles come from the detached list of
-negatives, the kept pairs are a mask (:func:`kept_pair_mask`) and the
-log-sum-exp runs over the masked matrix, so no gradient goes through a
-gathered list; the list form (:func:`in_batch_negatives`,
-:func:`box_whisker_filter`) gives the same values and is what the tests
-compare with. On the CPU the
-masks, the quartiles and the masked log-sum-exp run in numpy on views of the
-(N, N) matrix (``reid_ir.losses.fused.SmallArrays``); the functions above take
-tensors or ndarrays and give the same kept pairs for both (tested).
+negatives and the kept pairs are a mask (:func:`kept_pair_mask`); the list
+form (:func:`in_batch_negatives`, :func:`box_whisker_filter`) gives the same
+values and is what the tests compare with.
 
 The K extra columns are the same on every row, so they enter each row's
 softmax only through ``extra = logsumexp(scale * k)``; the loss folds that one
@@ -48,18 +43,16 @@ Every cosine head of the registry that exposes ``margin_cross_entropy``,
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from reid_ir.losses.base import LossOutput, ReidLoss
-from reid_ir.losses.fused import MaskedLogSumExp, SmallArrays, unit_rows_with_grad
 from reid_ir.losses.registry import LOSSES, build_loss
 from reid_ir.losses.registry import UNPG_PREFIX as PREFIX
 from reid_ir.registry import Registry
@@ -71,24 +64,13 @@ HEAD_METHODS = ("margin_cross_entropy", "logit_scale", "after_forward")
 
 
 # --------------------------------------------------------------------------- MLPG
-def negative_pair_mask(labels):
+def negative_pair_mask(labels: torch.Tensor) -> torch.Tensor:
     """(N, N) bool: pairs ``i < j`` (strict upper triangle) with ``labels_i != labels_j``.
 
     Args:
-        labels: (N,) identities, a tensor or an ndarray (the mask is of the same kind).
+        labels: (N,) identities.
     """
-    different = labels[:, None] != labels[None, :]
-    if isinstance(different, np.ndarray):  # np.triu builds its triangle on every call
-        return different & _strict_upper_triangle(len(labels))
-    return different.triu_(diagonal=1)
-
-
-@functools.lru_cache(maxsize=8)
-def _strict_upper_triangle(size: int) -> np.ndarray:
-    """(size, size) bool, True for i < j (read-only: shared between calls)."""
-    upper = np.triu(np.ones((size, size), dtype=bool), 1)
-    upper.flags.writeable = False
-    return upper
+    return (labels[:, None] != labels[None, :]).triu_(diagonal=1)
 
 
 def in_batch_negatives(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -107,48 +89,28 @@ def in_batch_negatives(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         (L,) ``z_i . z_j`` for ``i < j`` and ``labels_i != labels_j``, in
         row-major order of (i, j); differentiable w.r.t. both sides.
     """
-    return _Gram.apply(z)[negative_pair_mask(labels)]
+    return (z @ z.t())[negative_pair_mask(labels)]
 
 
-class _Gram(torch.autograd.Function):
-    """``z z^T`` whose backward is one matmul, ``(G + G^T) z``, instead of two."""
-
-    @staticmethod
-    def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(z)
-        return z @ z.t()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (z,) = ctx.saved_tensors
-        return (grad + grad.t()) @ z
-
-
-def whisker_bounds(values, whisker: float = 1.5):
+def whisker_bounds(values: torch.Tensor, whisker: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Box-and-whisker bounds ``(Q1 - w IQR, Q3 + w IQR)`` of L >= 1 values.
 
     With ``s = sort(values)``: ``Q1 = s[int(0.25 L)]``, ``Q3 = s[int(0.75 L)]``
     (positions in the sorted list, no interpolation), read with two
-    ``kthvalue`` selections (O(L)) on a tensor, and from ``np.sort`` on an
-    ndarray (numpy's vectorised sort of L ~ 2000 values takes half the time
-    of a two-point ``np.partition``).
+    ``kthvalue`` selections (O(L)).
 
     Args:
-        values: (L,) similarities, a tensor or an ndarray.
+        values: (L,) similarities.
         whisker: w.
 
     Returns:
-        Two 0-d tensors, or two numpy scalars (no gradient: the bounds only select values).
+        Two 0-d tensors (no gradient: the bounds only select values).
     """
     num = len(values)
     first, third = int(0.25 * num), int(0.75 * num)
-    if isinstance(values, np.ndarray):
-        ordered = np.sort(values)
-        q1, q3 = ordered[first], ordered[third]
-    else:
-        values = values.detach()
-        q1 = torch.kthvalue(values, first + 1).values
-        q3 = torch.kthvalue(values, third + 1).values
+    values = values.detach()
+    q1 = torch.kthvalue(values, first + 1).values
+    q3 = torch.kthvalue(values, third + 1).values
     iqr = q3 - q1
     return q1 - whisker * iqr, q3 + whisker * iqr
 
@@ -172,7 +134,9 @@ def box_whisker_filter(negatives: torch.Tensor, whisker: float = 1.5) -> torch.T
     return negatives[(negatives >= low) & (negatives <= high)]
 
 
-def kept_pair_mask(gram, negative, whisker: float = 1.5) -> tuple[Any, int]:
+def kept_pair_mask(
+    gram: torch.Tensor, negative: torch.Tensor, whisker: float = 1.5
+) -> tuple[torch.Tensor, int]:
     """:func:`box_whisker_filter` on the (N, N) Gram matrix, as a mask.
 
     The same kept values as ``box_whisker_filter(gram[negative])``: the
@@ -181,17 +145,15 @@ def kept_pair_mask(gram, negative, whisker: float = 1.5) -> tuple[Any, int]:
     (one masked log-sum-exp) rather than through a gathered list.
 
     Args:
-        gram: (N, N) pair similarities, a tensor or an ndarray.
-        negative: (N, N) bool of the same kind, the negative pairs
-            (:func:`negative_pair_mask`).
+        gram: (N, N) pair similarities.
+        negative: (N, N) bool, the negative pairs (:func:`negative_pair_mask`).
         whisker: w.
 
     Returns:
-        (N, N) bool of the same kind, the kept pairs, and L, the number of
-        negative pairs (for tensors on a GPU, listing them is the step's one
-        host sync).
+        (N, N) bool, the kept pairs, and L, the number of negative pairs (on
+        a GPU, listing them is the step's one host sync).
     """
-    sims = gram.detach() if isinstance(gram, torch.Tensor) else gram
+    sims = gram.detach()
     listed = sims[negative]  # (L,)
     if len(listed) < 4 or math.isinf(whisker):
         return negative, len(listed)
@@ -301,18 +263,11 @@ class UNPGLoss(ReidLoss):
         """
         if self.gather:
             z, targets = gather_with_grad(z, targets)
-        return _Gram.apply(z), targets
+        return z @ z.t(), targets
 
     def kept_negatives(self, gram: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The negative pairs inside the whiskers, an (N, N) bool tensor, and their number L.
-
-        On the CPU the masks and the quartiles are computed in numpy, on views
-        of ``gram`` (N, N) and ``labels`` (N,) (``reid_ir.losses.fused.SmallArrays``).
-        """
-        side = SmallArrays(gram)
-        negative = negative_pair_mask(side.array(labels))
-        keep, num_neg = kept_pair_mask(side.array(gram), negative, self.whisker)
-        return side.tensor(keep), num_neg
+        """The negative pairs inside the whiskers, an (N, N) bool tensor, and their number L."""
+        return kept_pair_mask(gram, negative_pair_mask(labels), self.whisker)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """UNPG loss.
@@ -328,7 +283,7 @@ class UNPGLoss(ReidLoss):
             mean softmax probability of the shared pair column: how much of the
             softmax mass the kept pairs take from the classes) as 0-d tensors.
         """
-        z = unit_rows_with_grad(features)
+        z = F.normalize(features, dim=1)
         gram, labels = self.pair_similarities(z, targets)
         keep, num_neg = self.kept_negatives(gram, labels)  # (N, N): K of L pairs
         if num_neg == 0:  # no negative pair: the head's own loss
@@ -337,12 +292,9 @@ class UNPGLoss(ReidLoss):
             terms = {"unpg_negatives": zero, "unpg_kept": zero, "unpg_pair_mass": zero}
             return LossOutput(out.loss, out.logits, {**out.terms, **terms})
         scale = self.head.logit_scale(features)
-        # logsumexp over the K shared columns: a 0-d tensor, or (B,) for a per-row scale
-        if isinstance(scale, torch.Tensor):
-            extra = torch.logsumexp(scale * gram[keep].unsqueeze(0), dim=1)
-        else:
-            extra = MaskedLogSumExp.apply(gram, keep, float(scale))
-        # CLPG + the extra column: cross_entropy(s * [mcos | k], y), fused by the head
+        # logsumexp over the K shared columns: a 0-d tensor, or (B,) for a (B, 1) per-row scale
+        extra = torch.logsumexp(scale * gram[keep], dim=-1)
+        # CLPG + the extra column: cross_entropy(s * [mcos | k], y), in the head's own loss
         # (features normalised once, for both parts; no (B, C + K) concatenation)
         loss, scaled_cos, pair_mass = self.head.margin_cross_entropy(
             features, targets, unit_features=z, extra=extra

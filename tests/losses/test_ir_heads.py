@@ -165,3 +165,44 @@ def test_ir_trains_in_a_plain_pytorch_loop(name):
             losses.append(loss.item())
     assert criterion.class_weight().abs().sum() > 0
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def _generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_ir_a_softmax_equals_sphereface_over_the_normalised_centers_by_autograd():
+    loss = build_loss("ir_a_softmax", num_classes=9, feat_dim=5, label_smooth=0.0).double()
+    loss.iteration.fill_(300)
+    loss.bank.centers.copy_(torch.randn(9, 5, dtype=torch.float64, generator=_generator(14)))
+    x = (torch.randn(6, 5, dtype=torch.float64, generator=_generator(15)) * 4).requires_grad_(True)
+    y = torch.randint(0, 9, (6,), generator=_generator(16))
+    loss.eval()  # no iteration step, so the reference sees the same lambda
+    out = loss(x, y)
+    (got,) = torch.autograd.grad(out.loss, x)
+    xr = x.detach().clone().requires_grad_(True)
+    cos = F.normalize(xr, dim=1) @ F.normalize(loss.bank.centers, dim=1).t()
+    index = y.unsqueeze(1)
+    mcos = cos.scatter(1, index, loss.target_margin(cos.gather(1, index)))
+    ref = F.cross_entropy(xr.norm(dim=1, keepdim=True) * mcos, y)
+    (want,) = torch.autograd.grad(ref, xr)
+    torch.testing.assert_close(out.loss, ref)
+    torch.testing.assert_close(got, want)
+
+
+def test_ir_head_forward_and_feature_gradient_equal_the_plain_product():
+    loss = build_loss("ir_am_softmax", num_classes=9, feat_dim=5, label_smooth=0.0)
+    loss.bank.centers.copy_(torch.randn(9, 5, generator=_generator(11)))
+    loss.bank.seen.fill_(True)
+    w = F.normalize(loss.bank.centers, dim=1)  # the forward updates the centers after using them
+    x = torch.randn(6, 5, generator=_generator(12), requires_grad=True)
+    y = torch.randint(0, 9, (6,), generator=_generator(13))
+    out = loss(x, y)
+    (got,) = torch.autograd.grad(out.loss, x)
+    xr = x.detach().clone().requires_grad_(True)
+    logits = 30.0 * F.normalize(xr, dim=1) @ w.t()
+    logits = logits - 30.0 * 0.35 * F.one_hot(y, 9)
+    ref = F.cross_entropy(logits, y)
+    (want,) = torch.autograd.grad(ref, xr)
+    torch.testing.assert_close(out.loss, ref)
+    torch.testing.assert_close(got, want)

@@ -14,7 +14,6 @@ from reid_ir.losses.margin import (
     ArcFaceLoss,
     ASoftmaxLoss,
     CosineMarginLoss,
-    WeightNormalizedProduct,
 )
 
 # pytorch-metric-learning 2.9 calls a numpy API deprecated in numpy 2.
@@ -180,19 +179,12 @@ def test_cos_m_theta_is_the_multiple_angle_cosine():
     )
 
 
-def test_weight_normalized_product_matches_autograd_through_the_norms():
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(5, 7, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(4, 7, dtype=torch.float64, generator=g, requires_grad=True)
-    assert torch.autograd.gradcheck(WeightNormalizedProduct.apply, (x, w))
-    out = WeightNormalizedProduct.apply(x, w)
-    ref = x @ torch.nn.functional.normalize(w, dim=1).t()
-    torch.testing.assert_close(out, ref)
-    grad = torch.randn(5, 4, dtype=torch.float64, generator=g)
-    got = torch.autograd.grad(out, (x, w), grad)
-    want = torch.autograd.grad(ref, (x, w), grad)
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
+@pytest.mark.parametrize("name", ["am_softmax", "ir_arcface", "unpg_am_softmax"])
+def test_a_label_outside_the_classes_raises_instead_of_reading_another_row(name):
+    loss = build_loss(name, num_classes=5, feat_dim=4)
+    y = torch.tensor([6, 0, 1, 2])  # 6 >= C: as a flat index it would land in row 1
+    with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
+        loss(torch.randn(4, 4, generator=torch.Generator().manual_seed(40)), y)
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
