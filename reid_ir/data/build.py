@@ -193,6 +193,20 @@ def _build_torchreid_datamanager(cfg: Any, kwargs: dict):
         ) from None
 
 
+def train_class_counts(datamanager: Any) -> torch.Tensor:
+    """(C,) training images per class (C = ``num_train_pids``), from the train loader's dataset.
+
+    Args:
+        datamanager: a manager whose ``train_loader.dataset.train`` lists
+            ``(path, pid, camid, ...)`` tuples, or has no train loader (eval only).
+    """
+    loader = datamanager.train_loader
+    pids = [item[1] for item in loader.dataset.train] if loader is not None else []
+    return torch.bincount(
+        torch.as_tensor(pids, dtype=torch.int64), minlength=datamanager.num_train_pids
+    )
+
+
 def build_datamanager(cfg: Any):
     """Register our datasets, build torchreid's ImageDataManager, swap in our sampler.
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from reid_ir import compat
 from reid_ir.config import ConfigError
-from reid_ir.data.build import build_datamanager
+from reid_ir.data.build import build_datamanager, train_class_counts
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.engine import ReidEngine
 from reid_ir.engine.hooks.base import HookBase
@@ -171,10 +171,7 @@ def build_engine(cfg: Any) -> ReidEngine:
     model = build_backbone(**backbone_kwargs(cfg))
     if cfg.model.load_weights:
         load_model_weights(model, cfg.model.load_weights)
-    train_pids = np.asarray(
-        [item[1] for item in datamanager.train_loader.dataset.train], dtype=np.int64
-    )
-    class_counts = torch.from_numpy(np.bincount(train_pids, minlength=datamanager.num_train_pids))
+    class_counts = train_class_counts(datamanager)  # once: the loss and the engine's hooks
     criterion = build_loss_from_cfg(cfg, datamanager.num_train_pids, model.feat_dim, class_counts)
     optimizer = compat.optim.build_optimizer(
         TrainableModules(model, criterion), **optimizer_kwargs(cfg)
@@ -188,6 +185,7 @@ def build_engine(cfg: Any) -> ReidEngine:
         scheduler,
         use_gpu=use_gpu,
         hooks=[],
+        class_counts=class_counts,
         stop_on_nan=cfg.train.stop_on_nan,
         amp=cfg.train.amp,
         channels_last=cfg.train.channels_last,

@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reid_ir import compat
+from reid_ir.data.build import train_class_counts
 from reid_ir.engine import checkpoint as ckpt_io
 from reid_ir.engine import distributed as dist_utils
 from reid_ir.engine.evaluation import EvaluationMixin
@@ -85,6 +86,8 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         use_gpu: use CUDA when available.
         hooks: every hook of the run (``builder.build_hooks``); None: the standard list
             (``hooks/standard.py``), scheduled by ``run()``'s torchreid-style arguments.
+        class_counts: (C,) training images per class, as the loss was built with;
+            None: counted here (``reid_ir.data.build.train_class_counts``).
         stop_on_nan: raise :class:`NonFiniteLossError` on a NaN/inf loss.
         amp: run the backbone under autocast (see :func:`amp_dtype`); the loss stays float32.
         channels_last: keep the backbone's weights and the input images in NHWC.
@@ -99,6 +102,7 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         scheduler=None,
         use_gpu: bool = True,
         hooks: Iterable[HookBase] | None = None,
+        class_counts: torch.Tensor | None = None,
         stop_on_nan: bool = True,
         amp: bool = False,
         channels_last: bool = False,
@@ -131,10 +135,10 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         self.run_meta: dict = {}  # settings a checkpoint must agree with (set by the builder)
         self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
         self.is_main_process = self.rank == 0
-        train_items = self.train_loader.dataset.train if self.train_loader is not None else []
-        pids = np.asarray([item[1] for item in train_items], dtype=np.int64)
         self.num_classes = datamanager.num_train_pids
-        self.class_counts = torch.from_numpy(np.bincount(pids, minlength=self.num_classes))
+        if class_counts is None:
+            class_counts = train_class_counts(datamanager)
+        self.class_counts = class_counts
         self._hooks: list[HookBase] = []
         self._train_model: nn.Module = self.model  # DDP wrapper when distributed
         self._trainable_key: tuple | None = None
