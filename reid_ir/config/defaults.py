@@ -174,6 +174,25 @@ _C.test.rerank = False
 _C.test.visrank = False
 # Gallery images shown per query in visrank.
 _C.test.visrank_topk = 10
+# reid_ir's test keys (with torchreid's above, so test.* is one block).
+# Which side of the neck retrieval reads: after_bn (the features the loss sees) or before_bn.
+_C.test.feature = "after_bn"
+# Search backend: auto (faiss when faiss reports a GPU, torch otherwise), faiss or torch.
+_C.test.backend = "auto"
+# Queries per evaluation chunk (bounds memory).
+_C.test.chunk_size = 1024
+# Largest CMC rank computed.
+_C.test.max_rank = 50
+# k-reciprocal re-ranking k1.
+_C.test.rerank_k1 = 20
+# k-reciprocal re-ranking k2.
+_C.test.rerank_k2 = 6
+# k-reciprocal re-ranking lambda.
+_C.test.rerank_lambda = 0.3
+# Number of queries written by visrank.
+_C.test.visrank_num = 20
+# Also report closed-set kNC accuracy on the training identities (CLMLE).
+_C.test.knc = False
 
 # ---------------------------------------------------------------------------
 # reid_ir's keys
@@ -334,26 +353,6 @@ _C.diagnostics = CN()
 _C.diagnostics.weight_center_angle = True
 # Classes with at least this quantile of image counts count as 'head' in the summaries.
 _C.diagnostics.head_quantile = 0.8
-
-# Test additions.
-# Which side of the neck retrieval reads: after_bn (the features the loss sees) or before_bn.
-_C.test.feature = "after_bn"
-# Search backend: auto (faiss when faiss reports a GPU, torch otherwise), faiss or torch.
-_C.test.backend = "auto"
-# Queries per evaluation chunk (bounds memory).
-_C.test.chunk_size = 1024
-# Largest CMC rank computed.
-_C.test.max_rank = 50
-# k-reciprocal re-ranking k1.
-_C.test.rerank_k1 = 20
-# k-reciprocal re-ranking k2.
-_C.test.rerank_k2 = 6
-# k-reciprocal re-ranking lambda.
-_C.test.rerank_lambda = 0.3
-# Number of queries written by visrank.
-_C.test.visrank_num = 20
-# Also report closed-set kNC accuracy on the training identities (CLMLE).
-_C.test.knc = False
 
 
 def get_cfg() -> CN:
