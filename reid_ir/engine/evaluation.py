@@ -104,23 +104,23 @@ class EvaluationMixin:
 
         Returns:
             ``{"knc_accuracy": float, "knc_k": k, "knc_images": N}`` or None when
-            no :class:`~reid_ir.engine.hooks.clusters.ClusterHook` holds clusters.
+            the loss holds no :class:`~reid_ir.losses.clusters.ClusterBank` with clusters.
         """
-        from reid_ir.engine.hooks.clusters import ClusterHook
         from reid_ir.evaluation.knc import knc_accuracy
+        from reid_ir.losses.clusters import ClusterBank
 
-        hook = self.find_hook(ClusterHook)
-        if hook is None or not hook.has_clusters:
+        bank = next((m for m in self.criterion.modules() if isinstance(m, ClusterBank)), None)
+        if bank is None or not bank.has_clusters:
             logger.warning(
                 "test.knc is on but the loss keeps no clusters (only clmle does); no kNC accuracy"
             )
             return None
         feats, pids = self.extract_train_embeddings()
-        acc = knc_accuracy(feats.cpu(), pids.cpu(), hook.centroids, hook.centroid_labels, k=k)
+        acc = knc_accuracy(feats.cpu(), pids.cpu(), bank.centroids, bank.centroid_labels, k=k)
         logger.info(
             "kNC accuracy on the %d training images (%d clusters, k=%d): %.1f%%",
             len(pids),
-            len(hook.centroid_labels),
+            len(bank.centroid_labels),
             k,
             100 * acc,
         )

@@ -1,7 +1,7 @@
 """k-nearest-cluster (kNC) classification and the nearest-class-mean baseline.
 
 Closed-set classification of embeddings into the training identities, by the
-per-class cluster centroids CLMLE keeps (:class:`reid_ir.engine.hooks.clusters.ClusterHook`).
+per-class cluster centroids CLMLE keeps (:class:`reid_ir.losses.clusters.ClusterBank`).
 Pure functions: numpy arrays or torch tensors in, the same kind out.
 
 Vote rule of :func:`knc_predict` (LMLE's local large-margin decision, Huang et

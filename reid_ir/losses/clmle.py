@@ -9,8 +9,9 @@ Formulation implemented here
 Features and centroids live on the unit hypersphere; ``theta(a, b)`` is the
 angle between them. Every class c has up to K spherical k-means centroids
 ``mu_{c,1..K_c}`` of its training embeddings, refreshed every
-``refresh_epochs`` by :class:`~reid_ir.engine.hooks.clusters.ClusterHook`
-(fixed between refreshes; no gradient flows into them). For a sample
+``refresh_epochs`` (held by the loss's :class:`~reid_ir.losses.clusters.ClusterBank`,
+refreshed on that schedule by the engine's ``ClusterHook``; fixed between
+refreshes; no gradient flows into them). For a sample
 ``x`` of class y:
 
 * its cluster ``a = argmin_j theta(x, mu_{y,j})`` - the nearest centroid of its
@@ -71,8 +72,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reid_ir.engine.hooks.clusters import ClusterHook
 from reid_ir.losses.base import LossOutput, ReidLoss
+from reid_ir.losses.clusters import ClusterBank
 from reid_ir.losses.registry import LOSSES
 from reid_ir.losses.softmax import SoftmaxLoss, label_smooth_epsilon
 
@@ -153,16 +154,18 @@ def _clmle_kwargs(cfg) -> dict:
 
 @LOSSES.register("clmle", _clmle_kwargs)
 class CLMLELoss(ReidLoss):
-    """Angular cluster margins on the hypersphere (+ optional softmax); owns a ClusterHook.
+    """Angular cluster margins on the hypersphere (+ optional softmax); owns a ClusterBank.
 
-    Before the hook has clusters (it computes them in ``before_train``) the
-    margin terms are 0 and only the softmax term trains.
+    Before the bank has clusters (the engine's ``ClusterHook``, built from this
+    loss, computes them in ``before_train``) the margin terms are 0 and only the
+    softmax term trains.
 
     Args:
         num_classes: C.
         feat_dim: D.
         clusters_per_class: K, most clusters of one class.
-        refresh_epochs: re-cluster every this many epochs.
+        refresh_epochs: re-cluster every this many epochs (read by the engine's
+            ``cluster_hooks``, which schedules the refresh).
         margin_within: angular margin to the class's other clusters (radians).
         margin_between: angular margin to other classes' clusters (radians).
         softmax_weight: weight of the cross-entropy term (0: no classifier).
@@ -193,13 +196,9 @@ class CLMLELoss(ReidLoss):
         self.softmax = (
             SoftmaxLoss(num_classes, feat_dim, label_smooth) if softmax_weight > 0 else None
         )
-        self.cluster_hook = ClusterHook(
-            num_classes,
-            clusters_per_class,
-            refresh_epochs,
-            min_cluster_size,
-            kmeans_iters,
-            kmeans_seed,
+        self.refresh_epochs = refresh_epochs
+        self.clusters = ClusterBank(
+            num_classes, clusters_per_class, min_cluster_size, kmeans_iters, kmeans_seed
         )
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
@@ -210,8 +209,8 @@ class CLMLELoss(ReidLoss):
         """
         terms: dict[str, torch.Tensor] = {}
         logits = None
-        if self.cluster_hook.has_clusters:
-            centroids, valid = self.cluster_hook.padded(features.device)
+        if self.clusters.has_clusters:
+            centroids, valid = self.clusters.padded(features.device)
             within, between, logits = clmle_margin_terms(
                 features, targets, centroids, valid, self.margin_within, self.margin_between
             )
@@ -230,7 +229,3 @@ class CLMLELoss(ReidLoss):
     def class_weight(self) -> torch.Tensor | None:
         """(C, D) softmax classifier rows, or None without the softmax term."""
         return self.softmax.class_weight() if self.softmax is not None else None
-
-    def hooks(self) -> list:
-        """The :class:`ClusterHook` whose clusters this loss reads."""
-        return [self.cluster_hook]

@@ -81,9 +81,6 @@ class WithTriplet(ReidLoss):
     def start_epoch(self) -> None:
         self.loss.start_epoch()
 
-    def hooks(self) -> list:
-        return getattr(self.loss, "hooks", list)()
-
 
 class SoftmaxTripletLoss(ReidLoss):
     """``weight_x`` x softmax cross-entropy + ``weight_t`` x batch-hard triplet.

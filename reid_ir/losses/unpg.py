@@ -315,10 +315,6 @@ class UNPGLoss(ReidLoss):
         """The head's per-epoch state (IR centers' averaging window)."""
         self.head.start_epoch()
 
-    def hooks(self) -> list:
-        """The head's hooks, if it has any."""
-        return getattr(self.head, "hooks", list)()
-
     def extra_repr(self) -> str:
         return f"whisker={self.whisker}, gather={self.gather}"
 

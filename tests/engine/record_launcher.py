@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     from reid_ir.engine import builder, evaluation
     from reid_ir.engine import checkpoint as ckpt
     from reid_ir.engine.hooks.base import PRIORITY_DIAGNOSTICS, HookBase
-    from reid_ir.engine.hooks.clusters import ClusterHook
+    from reid_ir.losses.clusters import ClusterBank
 
     prefix, rest = argv[0], argv[1:]
     runs, current = [], []
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
 
         def after_step(self) -> None:
             t = self.trainer
-            clusters = t.find_hook(ClusterHook)
+            clusters = next((m for m in t.criterion.modules() if isinstance(m, ClusterBank)), None)
             record["steps"].append({
                 "epoch": t.epoch, "batch": t.batch_idx,
                 "targets": t.step_outputs["targets"].tolist(),

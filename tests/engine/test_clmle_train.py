@@ -48,7 +48,7 @@ def _train(cfg, resume: str | None = None):
     if resume:
         engine.resume(resume)
     hook = engine.find_hook(ClusterHook)
-    restored = None if not hook.has_clusters else hook.state_dict()
+    restored = None if not hook.bank.has_clusters else hook.state_dict()
     extract = engine.extract_train_embeddings
     calls = []
 
@@ -70,21 +70,22 @@ def one_epoch(tmp_path_factory):
 
 def test_clmle_trains_and_its_hook_is_registered_from_the_loss(one_epoch):
     _, out, engine, hook, calls, _ = one_epoch
-    assert hook is engine.criterion.cluster_hook
+    assert hook.bank is engine.criterion.clusters and hook.refresh_epochs == 2
     assert calls == [0]  # clustered once, in before_train of a fresh run
-    assert hook.has_clusters and torch.bincount(hook.centroid_labels).tolist() == [2] * 6
+    bank = hook.bank
+    assert bank.has_clusters and torch.bincount(bank.centroid_labels).tolist() == [2] * 6
     feats, pids = engine.extract_train_embeddings()
     out_ = engine.criterion(feats, pids)
     assert torch.isfinite(out_.loss) and out_.terms["clmle_between"] > 0
-    acc = knc_accuracy(feats.cpu(), pids.cpu(), hook.centroids, hook.centroid_labels, k=3)
+    acc = knc_accuracy(feats.cpu(), pids.cpu(), bank.centroids, bank.centroid_labels, k=3)
     assert 0.0 <= acc <= 1.0
 
 
 def test_checkpoint_holds_the_clusters(one_epoch):
     _, out, _, hook, _, _ = one_epoch
     state = load_checkpoint(out)["hooks"][hook.name]
-    assert torch.equal(state["centroids"], hook.centroids)
-    assert torch.equal(state["assignments"], hook.assignments)
+    assert torch.equal(state["centroids"], hook.bank.centroids)
+    assert torch.equal(state["assignments"], hook.bank.assignments)
     assert state["refreshed_epoch"] == 0
 
 
@@ -94,11 +95,11 @@ def test_clusters_survive_a_resume_and_training_continues_exactly(one_epoch, tmp
     resumed, resumed_hook, resumed_calls, restored = _train(
         _cfg(root, tmp_path / "resumed", 2), resume=str(out)
     )
-    assert restored is not None and torch.equal(restored["centroids"], first_hook.centroids)
+    assert restored is not None and torch.equal(restored["centroids"], first_hook.bank.centroids)
     assert resumed_calls == [
         1
     ]  # no re-clustering on resume, only the scheduled refresh after epoch 2
     assert straight_calls == [0, 1]
     for name, a in straight.model.state_dict().items():
         assert torch.equal(a, resumed.model.state_dict()[name]), name
-    assert torch.equal(straight_hook.centroids, resumed_hook.centroids)
+    assert torch.equal(straight_hook.bank.centroids, resumed_hook.bank.centroids)

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reid_ir.engine.hooks.clusters import cluster_per_class
 from reid_ir.evaluation.knc import (
     class_means,
     knc_accuracy,
@@ -17,6 +16,7 @@ from reid_ir.evaluation.knc import (
     ncm_predict,
     per_class_accuracy,
 )
+from reid_ir.losses.clusters import cluster_per_class
 
 
 def _brute_knc(x, cents, labels, k):

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from reid_ir.config.defaults import get_cfg
-from reid_ir.engine.hooks.clusters import ClusterHook, pad_centroids
 from reid_ir.losses import LOSSES, build_loss, build_loss_from_cfg
 from reid_ir.losses.clmle import CLMLELoss, clmle_margin_terms
+from reid_ir.losses.clusters import ClusterBank, pad_centroids
 
 
 def _unit(*v):
@@ -26,7 +26,7 @@ def _rotate_xy(deg: float) -> torch.Tensor:
 def _loss_with_clusters(centroids, labels, num_classes, **kw) -> CLMLELoss:
     kw.setdefault("softmax_weight", 0.0)
     loss = build_loss("clmle", num_classes=num_classes, feat_dim=centroids.shape[1], **kw)
-    loss.cluster_hook.set_clusters(centroids, labels, torch.zeros(0, dtype=torch.long))
+    loss.clusters.set_clusters(centroids, labels, torch.zeros(0, dtype=torch.long))
     return loss
 
 
@@ -41,10 +41,19 @@ def test_is_registered_and_builds_from_the_config():
     cfg.loss.name = "clmle"
     cfg.loss.clmle.clusters_per_class = 2
     cfg.loss.clmle.margin_between = 0.3
+    cfg.loss.clmle.refresh_epochs = 3
     loss = build_loss_from_cfg(cfg, num_classes=4, feat_dim=16)
     assert isinstance(loss, CLMLELoss)
-    assert loss.margin_between == 0.3 and loss.cluster_hook.clusters_per_class == 2
-    assert loss.hooks() == [loss.cluster_hook]
+    assert loss.margin_between == 0.3 and loss.clusters.clusters_per_class == 2
+    assert loss.refresh_epochs == 3
+
+
+def test_cluster_bank_is_a_submodule_that_adds_nothing_to_the_loss_state_dict():
+    """Checkpoints of the loss keep their keys; the clusters travel in the hook states."""
+    loss = build_loss("clmle", num_classes=2, feat_dim=3, softmax_weight=0.0)
+    assert dict(loss.named_children())["clusters"] is loss.clusters
+    loss.clusters.set_clusters(CENTROIDS, LABELS, torch.zeros(0, dtype=torch.long))
+    assert loss.state_dict() == {}
 
 
 def test_loss_is_zero_when_every_margin_holds():
@@ -167,15 +176,15 @@ def test_before_any_clustering_only_the_softmax_term_trains():
     assert out.terms["clmle_within"].item() == 0.0 and torch.isclose(out.loss, out.terms["xent"])
 
 
-def test_loss_reads_the_clusters_its_hook_computed():
-    hook_loss = build_loss(
+def test_loss_reads_the_clusters_its_bank_computed():
+    bank_loss = build_loss(
         "clmle", num_classes=2, feat_dim=3, clusters_per_class=2, min_cluster_size=1
     )
-    assert isinstance(hook_loss.cluster_hook, ClusterHook)
+    assert isinstance(bank_loss.clusters, ClusterBank)
     feats = torch.stack(
         [_rotate_xy(0), _rotate_xy(5), _rotate_xy(90), _rotate_xy(95), _unit(0, 0, 1)]
     )
-    hook_loss.cluster_hook.refresh(feats, torch.tensor([0, 0, 0, 0, 1]))
-    assert hook_loss.cluster_hook.centroids.shape == (3, 3)
-    out = hook_loss(feats, torch.tensor([0, 0, 0, 0, 1]))
+    bank_loss.clusters.refresh(feats, torch.tensor([0, 0, 0, 0, 1]))
+    assert bank_loss.clusters.centroids.shape == (3, 3)
+    out = bank_loss(feats, torch.tensor([0, 0, 0, 0, 1]))
     assert torch.isfinite(out.loss)

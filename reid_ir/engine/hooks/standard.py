@@ -11,6 +11,7 @@ from torch import nn
 from reid_ir.engine.hooks.base import HookBase
 from reid_ir.engine.hooks.center_tracker import center_tracker_hooks
 from reid_ir.engine.hooks.checkpoint_hook import CheckpointHook
+from reid_ir.engine.hooks.clusters import cluster_hooks
 from reid_ir.engine.hooks.evaluator import EvaluationHook
 from reid_ir.engine.hooks.grad_scaler import GradScalerHook
 from reid_ir.engine.hooks.train_logger import TrainLoggerHook
@@ -48,8 +49,8 @@ def standard_hooks(
     return [
         # IR heads: checkpoints the loss's center bank and checks it after resuming
         *center_tracker_hooks(criterion),
-        # CLMLE: refreshes the loss's clusters every few epochs (ClusterHook), via criterion.hooks()
-        *getattr(criterion, "hooks", list)(),
+        # CLMLE: refreshes the loss's cluster bank every few epochs and checkpoints it
+        *cluster_hooks(criterion),
         # float16 AMP: the engine's loss scale goes into the checkpoint
         *([GradScalerHook()] if grad_scaler else []),
         # diagnostics read the updated weights and centers

@@ -1,24 +1,20 @@
-"""ClusterHook: per-class spherical k-means, refresh schedule, checkpoint round trip."""
+"""ClusterHook: built from the loss's ClusterBank, refresh schedule, checkpoint round trip."""
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from reid_ir.config.defaults import get_cfg
 from reid_ir.engine.hooks.base import PRIORITY_STATE
-from reid_ir.engine.hooks.clusters import (
-    ClusterHook,
-    cluster_per_class,
-    num_clusters_for,
-    pad_centroids,
-)
+from reid_ir.engine.hooks.clusters import ClusterHook, cluster_hooks
+from reid_ir.losses import build_loss, build_loss_from_cfg
+from reid_ir.losses.clusters import ClusterBank
+from reid_ir.losses.triplet import WithTriplet
 
 
 def _blobs(num_classes=5, per_class=(1, 3, 8, 20, 40), modes=3, dim=8, seed=0):
@@ -48,148 +44,111 @@ class FakeTrainer:
         return self.features, self.pids
 
 
-def test_cluster_count_rule_gives_small_classes_fewer_clusters():
-    assert num_clusters_for(1, 3, 4) == 1
-    assert num_clusters_for(7, 3, 4) == 1
-    assert num_clusters_for(8, 3, 4) == 2
-    assert num_clusters_for(100, 3, 4) == 3
-    assert num_clusters_for(2, 3, 1) == 2
-    assert num_clusters_for(0, 3, 1) == 0
+def _hook(refresh_epochs=1, **bank_kwargs) -> ClusterHook:
+    bank_kwargs = {"num_classes": 5, "clusters_per_class": 3, "min_cluster_size": 2, **bank_kwargs}
+    return ClusterHook(ClusterBank(**bank_kwargs), refresh_epochs)
 
 
-def test_clusters_are_unit_sorted_by_class_and_assign_each_image_to_its_nearest_own_centroid():
-    feats, pids = _blobs()
-    cents, labels, assign = cluster_per_class(
-        feats, pids, max_clusters=3, min_cluster_size=2, seed=1
-    )
-    assert torch.allclose(cents.norm(dim=1), torch.ones(len(cents)), atol=1e-5)
-    assert torch.equal(labels, labels.sort().values)
-    counts = torch.bincount(labels, minlength=5).tolist()
-    assert counts[0] == 1  # a single image -> one cluster
-    assert counts[1] == 1  # 3 images, min size 2 -> one cluster
-    assert counts[4] == 3
-    assert torch.equal(labels[assign], pids)  # every image sits in a cluster of its own class
-    x = F.normalize(feats, dim=1)
-    for i in range(len(pids)):  # brute-force check of the assignment rule
-        own = (labels == pids[i]).nonzero().squeeze(1)
-        assert assign[i] == own[(x[i] @ cents[own].t()).argmax()]
-    assert torch.bincount(assign, minlength=len(cents)).min() >= 1  # no empty cluster kept
+def test_hook_is_built_from_the_loss_bank_and_period_also_inside_the_triplet_wrapper():
+    cfg = get_cfg()
+    cfg.loss.name = "clmle"
+    cfg.loss.clmle.refresh_epochs = 3
+    cfg.loss.triplet.weight = 1.0
+    loss = build_loss_from_cfg(cfg, num_classes=4, feat_dim=8)
+    assert isinstance(loss, WithTriplet)
+    (hook,) = cluster_hooks(loss)
+    assert hook.priority == PRIORITY_STATE and hook.name == "ClusterHook"
+    assert hook.bank is loss.loss.clusters and hook.refresh_epochs == 3
+    assert cluster_hooks(build_loss("am_softmax", num_classes=4, feat_dim=8)) == []
 
 
-def test_clustering_is_deterministic_for_a_seed():
-    feats, pids = _blobs()
-    a = cluster_per_class(feats, pids, 3, 1, seed=7)
-    b = cluster_per_class(feats, pids, 3, 1, seed=7)
-    for x, y in zip(a, b, strict=True):
-        assert torch.equal(x, y)
+def test_builder_refuses_two_banks_and_a_bank_without_a_refresh_period():
+    class TwoBanks(torch.nn.Module):
+        refresh_epochs = 1
 
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = ClusterBank(2), ClusterBank(2)
 
-def test_pad_centroids_places_each_class_in_its_row_and_masks_padding():
-    cents = F.normalize(torch.randn(4, 3), dim=1)
-    labels = torch.tensor([0, 0, 2, 2])
-    padded, valid = pad_centroids(cents, labels, num_classes=3)
-    assert padded.shape == (3, 2, 3) and valid.tolist() == [
-        [True, True],
-        [False, False],
-        [True, True],
-    ]
-    assert torch.equal(padded[2, 1], cents[3]) and torch.equal(padded[1], torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="2 cluster banks"):
+        cluster_hooks(TwoBanks())
+    no_period = torch.nn.Module()
+    no_period.bank = ClusterBank(2)
+    with pytest.raises(ValueError, match="refresh_epochs"):
+        cluster_hooks(no_period)
 
 
 def test_before_train_clusters_a_fresh_run_and_after_epoch_refreshes_on_schedule():
     feats, pids = _blobs()
     trainer = FakeTrainer(feats, pids)
-    hook = ClusterHook(num_classes=5, clusters_per_class=3, refresh_epochs=2, min_cluster_size=2)
-    assert hook.priority == PRIORITY_STATE
+    hook = _hook(refresh_epochs=2)
     hook.trainer = trainer
     hook.before_train()
-    assert trainer.extract_calls == 1 and hook.has_clusters and hook.refreshed_epoch == 0
+    assert trainer.extract_calls == 1 and hook.bank.has_clusters
+    assert hook.bank.refreshed_epoch == 0
     hook.after_epoch()  # epoch 0 done: 1 % 2 != 0
     assert trainer.extract_calls == 1
     trainer.epoch = 1
     hook.after_epoch()  # epoch 1 done: refresh
-    assert trainer.extract_calls == 2 and hook.refreshed_epoch == 2  # after 2 epochs
-    assert len(hook.assignments) == len(pids)
+    assert trainer.extract_calls == 2 and hook.bank.refreshed_epoch == 2  # after 2 epochs
+    assert len(hook.bank.assignments) == len(pids)
+
+
+def test_refresh_period_zero_clusters_only_at_the_start():
+    trainer = FakeTrainer(*_blobs())
+    hook = _hook(refresh_epochs=0)
+    hook.trainer = trainer
+    hook.before_train()
+    for epoch in range(3):
+        trainer.epoch = epoch
+        hook.after_epoch()
+    assert trainer.extract_calls == 1
 
 
 def test_checkpoint_round_trip_restores_clusters_and_skips_reclustering():
     feats, pids = _blobs()
     trainer = FakeTrainer(feats, pids)
-    hook = ClusterHook(num_classes=5, clusters_per_class=3, min_cluster_size=2, seed=3)
+    hook = _hook(seed=3)
     hook.trainer = trainer
     hook.before_train()
     buf = io.BytesIO()
     torch.save({"hooks": {hook.name: hook.state_dict()}}, buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)["hooks"][hook.name]
+    assert set(state) == {
+        "centroids",
+        "centroid_labels",
+        "assignments",
+        "refreshed_epoch",
+        "num_classes",
+    }
 
     other_trainer = FakeTrainer(torch.randn_like(feats), pids)  # would give other clusters
-    restored = ClusterHook(num_classes=5, clusters_per_class=3, min_cluster_size=2, seed=3)
+    restored = _hook(seed=3)
     restored.trainer = other_trainer
     restored.load_state_dict(state)
     restored.before_train()
     assert other_trainer.extract_calls == 0  # resumed: no re-clustering
     for name in ("centroids", "centroid_labels", "assignments"):
-        assert torch.equal(getattr(restored, name), getattr(hook, name))
-    assert restored.refreshed_epoch == hook.refreshed_epoch
-    for a, b in zip(restored.padded(), hook.padded(), strict=True):
+        assert torch.equal(getattr(restored.bank, name), getattr(hook.bank, name))
+    assert restored.bank.refreshed_epoch == hook.bank.refreshed_epoch
+    for a, b in zip(restored.bank.padded(), hook.bank.padded(), strict=True):
         assert torch.equal(a, b)
 
 
 def test_checkpoint_without_clusters_warns_then_reclusters(caplog):
-    feats, pids = _blobs()
-    trainer = FakeTrainer(feats, pids)
-    hook = ClusterHook(num_classes=5)
+    trainer = FakeTrainer(*_blobs())
+    hook = _hook()
     hook.trainer = trainer
     with caplog.at_level(logging.WARNING):
         hook.load_state_dict({})
     assert "no CLMLE clusters" in caplog.text
     hook.before_train()
-    assert trainer.extract_calls == 1 and hook.has_clusters
+    assert trainer.extract_calls == 1 and hook.bank.has_clusters
 
 
 def test_checkpoint_for_another_class_count_is_refused():
-    feats, pids = _blobs()
-    hook = ClusterHook(num_classes=5)
-    hook.refresh(feats, pids)
+    hook = _hook()
+    hook.bank.refresh(*_blobs())
     with pytest.raises(ValueError, match="5 classes"):
-        ClusterHook(num_classes=6).load_state_dict(hook.state_dict())
-
-
-def test_padded_before_any_clustering_says_what_to_do():
-    with pytest.raises(RuntimeError, match="refresh"):
-        ClusterHook(num_classes=2).padded()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        feats, pids = _blobs(seed=rank)  # ranks see different features; rank 0's clusters must win
-        hook = ClusterHook(num_classes=5, clusters_per_class=3, min_cluster_size=2)
-        hook.refresh(feats, pids)
-        torch.save(hook.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_distributed_ranks_hold_rank0_clusters(tmp_path):
-    torch.multiprocessing.spawn(
-        _distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True
-    )
-    s0, s1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    expected = cluster_per_class(*_blobs(seed=0), 3, 2)
-    for name, ref in zip(("centroids", "centroid_labels", "assignments"), expected, strict=True):
-        assert torch.equal(s0[name], s1[name])
-        assert torch.equal(s0[name], ref)
-    assert np.isfinite(s1["centroids"].numpy()).all()
+        _hook(num_classes=6).load_state_dict(hook.state_dict())
