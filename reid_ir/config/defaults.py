@@ -283,10 +283,11 @@ _C.loss.margin.sphere_lambda_power = 1.0
 _C.loss.margin.sphere_lambda_min = 5.0
 
 _C.loss.ir = CN()
-# Center update rule of IR heads (named 'rule': 'update' would shadow CfgNode.update):
-# epoch_mean (mean of the class's features since the epoch started), ema, center_loss or exact
-# (class means recomputed over the training set every epoch). docs/losses.md compares them.
-_C.loss.ir.rule = "epoch_mean"
+# Center update rule of IR heads (named 'rule': 'update' would shadow CfgNode.update): ema,
+# epoch_mean (mean of the class's features since the epoch started), center_loss or exact
+# (class means recomputed over the training set every epoch). ema was best on validation
+# identities; docs/losses.md compares them.
+_C.loss.ir.rule = "ema"
 # ema: momentum mu in c <- mu c + (1 - mu) batch-mean.
 _C.loss.ir.momentum = 0.9
 # center_loss: step alpha in c <- c - alpha sum(c - x) / (1 + n).

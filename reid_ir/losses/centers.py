@@ -12,12 +12,12 @@ Rules (``loss.ir.rule``), for the classes of a batch:
 
 * every rule: a class seen for the first time gets its batch mean as center
   (no blend with the zero start, no pass over the data before training);
-* ``epoch_mean`` (default): the center is the mean of every feature of the
+* ``ema`` (default, best on validation identities, docs/losses.md):
+  c <- mu c + (1 - mu) batch mean (mu per appearance);
+* ``epoch_mean``: the center is the mean of every feature of the
   class seen since the epoch started (:meth:`CenterBank.start_epoch`); a class
   not seen yet this epoch keeps its last epoch's mean. A class seen once an
   epoch gets a fresh center every epoch; no extra pass over the data;
-* ``ema``: c <- mu c + (1 - mu) batch mean (mu per appearance, so a rarely seen
-  class keeps most of a stale center);
 * ``center_loss``: c <- c - alpha sum_i (c - x_i) / (1 + n) (Wen et al., 2016);
 * ``exact``: no change per step; the hook recomputes every class mean over the
   training set after each epoch (one extra feature pass per epoch).
@@ -58,7 +58,7 @@ class CenterBank(nn.Module):
         self,
         num_classes: int,
         feat_dim: int,
-        rule: str = "epoch_mean",
+        rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
     ) -> None:

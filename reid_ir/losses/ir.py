@@ -7,7 +7,7 @@ that the loss updates itself after every training forward (rule ``loss.ir.rule``
 see ``reid_ir.losses.centers`` and ``docs/losses.md``). The centers get no
 gradient, move with ``.to(device)`` and are saved in the loss's state_dict, so an
 IR loss trains in a plain PyTorch loop as it does in the engine (call
-:meth:`start_epoch` at each epoch's start for the default ``epoch_mean`` rule).
+:meth:`start_epoch` at each epoch's start, which the ``epoch_mean`` rule needs).
 
 ============== ==========================================================
 ``loss.name``  logits
@@ -62,7 +62,7 @@ class CenterWeights:
         self,
         num_classes: int,
         feat_dim: int,
-        rule: str = "epoch_mean",
+        rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
         class_counts: torch.Tensor | None = None,
@@ -109,7 +109,7 @@ class IRSoftmaxLoss(CenterWeights, ReidLoss):
         num_classes: int,
         feat_dim: int,
         label_smooth: float = 0.1,
-        rule: str = "epoch_mean",
+        rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
         class_counts: torch.Tensor | None = None,

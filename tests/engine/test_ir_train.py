@@ -115,8 +115,8 @@ def long_tail_root(tmp_path_factory):
     return root
 
 
-def _long_tail_angles(root, out, loss_name):
-    opts = ["diagnostics.weight_center_angle", "True", "data.sources", "['market1501_imb']", "data.targets", "['market1501_imb']"]
+def _long_tail_angles(root, out, loss_name, *extra):
+    opts = ["diagnostics.weight_center_angle", "True", "data.sources", "['market1501_imb']", "data.targets", "['market1501_imb']", *extra]
     opts += ["data.imbalance.profile", "long_tail", "data.imbalance.rho", "6"]
     opts += ["data.root", str(root), "data.save_dir", str(out), "train.max_epoch", "3"]
     opts += ["train.batch_size", "16", "train.lr", "0.003", "train.stepsize", "[100]"]
@@ -131,6 +131,14 @@ def test_long_tail_softmax_tail_weights_drift_and_ir_weights_stay_near_centers(
     long_tail_root, tmp_path
 ):
     soft = _long_tail_angles(long_tail_root, tmp_path / "softmax", "softmax")
-    ir = _long_tail_angles(long_tail_root, tmp_path / "ir", "ir_am_softmax")
+    # epoch_mean centers are the mean of the epoch's training features, which is what the
+    # diagnostic measures against: ~0 deg only if the engine starts each epoch's window
+    # (criterion.start_epoch) and the loss updates its centers every step
+    ir = _long_tail_angles(
+        long_tail_root, tmp_path / "ir", "ir_am_softmax", "loss.ir.rule", "epoch_mean"
+    )
+    # ema (the default) lags: a class seen once an epoch keeps 0.9 of an epoch-old center
+    ema = _long_tail_angles(long_tail_root, tmp_path / "ema", "ir_am_softmax")
     assert soft["tail"] > soft["head"] + 5.0, soft
-    assert ir["all"] < 0.5 * soft["all"], (ir, soft)
+    assert ir["all"] < 1.0, ir
+    assert ema["tail"] > ema["head"], ema
