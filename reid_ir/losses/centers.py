@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reid_ir.errors import ConfigError
+
 #: Center update rules (``loss.ir.rule``).
 UPDATE_RULES = ("epoch_mean", "ema", "center_loss", "exact")
 
@@ -64,13 +66,13 @@ class CenterBank(nn.Module):
     ) -> None:
         super().__init__()
         if rule not in UPDATE_RULES:
-            raise ValueError(
+            raise ConfigError(
                 f"loss.ir.rule: unknown center update rule {rule!r}; known: {list(UPDATE_RULES)}"
             )
         if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"loss.ir.momentum must be in [0, 1], got {momentum}")
+            raise ConfigError(f"loss.ir.momentum must be in [0, 1], got {momentum}")
         if alpha <= 0:
-            raise ValueError(f"loss.ir.alpha must be > 0, got {alpha}")
+            raise ConfigError(f"loss.ir.alpha must be > 0, got {alpha}")
         self.num_classes, self.feat_dim = num_classes, feat_dim
         self.rule, self.momentum, self.alpha = rule, float(momentum), float(alpha)
         self.register_buffer("centers", torch.zeros(num_classes, feat_dim))

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reid_ir.errors import ConfigError
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES
 from reid_ir.losses.softmax import label_smooth_epsilon, label_smoothed_cross_entropy
@@ -314,7 +315,7 @@ class ASoftmaxLoss(CosineMarginLoss):
     ) -> None:
         super().__init__(num_classes, feat_dim, scale, label_smooth)
         if int(m) != m or m < 1:
-            raise ValueError(f"A-Softmax margin m must be a positive integer, got {m}")
+            raise ConfigError(f"A-Softmax margin m must be a positive integer, got {m}")
         self.m = int(m)
         self.lambda_base, self.lambda_gamma = float(lambda_base), float(lambda_gamma)
         self.lambda_power, self.lambda_min = float(lambda_power), float(lambda_min)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reid_ir.errors import ConfigError
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES
 
@@ -27,7 +28,7 @@ def label_smooth_epsilon(value) -> float:
         return TORCHREID_EPSILON if value else 0.0
     epsilon = float(value)
     if not 0.0 <= epsilon < 1.0:
-        raise ValueError(f"loss.label_smooth must be in [0, 1), got {epsilon}")
+        raise ConfigError(f"loss.label_smooth must be in [0, 1), got {epsilon}")
     return epsilon
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from reid_ir.errors import ConfigError
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES
 from reid_ir.losses.softmax import SoftmaxLoss, label_smooth_epsilon
@@ -65,7 +66,7 @@ class WithTriplet(ReidLoss):
     def __init__(self, loss: ReidLoss, margin: float = 0.3, weight: float = 1.0) -> None:
         super().__init__()
         if weight <= 0:
-            raise ValueError(f"loss.triplet.weight must be > 0 to add a triplet term, got {weight}")
+            raise ConfigError(f"loss.triplet.weight must be > 0 to add a triplet term, got {weight}")
         self.loss, self.margin, self.weight = loss, float(margin), float(weight)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:

@@ -52,6 +52,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from reid_ir.errors import ConfigError
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.registry import LOSSES, build_loss
 from reid_ir.losses.registry import UNPG_PREFIX as PREFIX
@@ -246,7 +247,7 @@ class UNPGLoss(ReidLoss):
                 f"UNPG needs a cosine-margin head; {type(head).__name__} lacks {missing}"
             )
         if whisker < 0:
-            raise ValueError(f"UNPG whisker must be >= 0, got {whisker}")
+            raise ConfigError(f"UNPG whisker must be >= 0, got {whisker}")
         self.head = head
         self.whisker = float(whisker)
         self.gather = bool(gather)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from reid_ir.errors import ConfigError
 from reid_ir.losses.base import LossOutput
 from reid_ir.losses.registry import LOSSES
 from reid_ir.losses.softmax import SoftmaxLoss, label_smooth_epsilon, label_smoothed_cross_entropy
@@ -43,10 +44,10 @@ def class_balance_weights(
         weights = counts ** (-beta)
     elif rule == "effective":
         if not 0.0 <= gamma < 1.0:
-            raise ValueError(f"effective-number gamma must be in [0, 1), got {gamma}")
+            raise ConfigError(f"effective-number gamma must be in [0, 1), got {gamma}")
         weights = (1.0 - gamma) / (1.0 - gamma**counts)
     else:
-        raise ValueError(f"unknown class weight rule {rule!r}; known: {list(WEIGHT_RULES)}")
+        raise ConfigError(f"unknown class weight rule {rule!r}; known: {list(WEIGHT_RULES)}")
     return (weights * (len(weights) / weights.sum())).to(torch.float32)
 
 

@@ -149,6 +149,25 @@ def test_an_unknown_loss_name_lists_the_known_ones(caplog, tmp_path):
     assert not (tmp_path / "data").exists(), "fails before any data is read or generated"
 
 
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("loss.ir.rule", "median", "loss.ir.rule: unknown center update rule 'median'"),
+        ("model.neck", "bn", "model.neck: unknown neck 'bn'"),
+        ("loss.weighted.rule", "sqrt", "unknown class weight rule 'sqrt'"),
+    ],
+)
+def test_a_bad_loss_or_neck_setting_is_a_config_error_naming_the_key(
+    caplog, tmp_path, key, value, fragment
+):
+    name = {"loss.ir.rule": "ir_am_softmax", "loss.weighted.rule": "weighted_softmax"}.get(key, "softmax")
+    code, errors = cli(caplog, *SYNTHETIC, "loss.name", name, key, value, "data.root", str(tmp_path / "data"),
+                       "data.save_dir", str(tmp_path / "out"))  # fmt: skip
+    assert code == 2, "a user error, not a traceback"
+    one_error(errors, "ConfigError", fragment)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_output_folder_with_a_previous_run_is_never_overwritten(caplog, tmp_path):
     out = tmp_path / "out"
     (out / "checkpoints").mkdir(parents=True)
