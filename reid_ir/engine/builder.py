@@ -68,24 +68,19 @@ def lr_scheduler_kwargs(cfg: Any) -> dict:
 
 
 def engine_run_kwargs(cfg: Any) -> dict:
-    """Keyword arguments of ``ReidEngine.run`` (deep-person-reid's mapping)."""
+    """Keyword arguments of ``ReidEngine.run``, each named as the config names it (no renaming)."""
     return {
         "save_dir": cfg.data.save_dir,
         "max_epoch": cfg.train.max_epoch,
         "start_epoch": cfg.train.start_epoch,
+        "print_freq": cfg.train.print_freq,
         "fixbase_epoch": cfg.train.fixbase_epoch,
         "open_layers": list(cfg.train.open_layers),
         "start_eval": cfg.test.start_eval,
         "eval_freq": cfg.test.eval_freq,
-        "test_only": cfg.test.evaluate,
-        "print_freq": cfg.train.print_freq,
-        "dist_metric": cfg.test.dist_metric,
-        "normalize_feature": cfg.test.normalize_feature,
+        "evaluate": cfg.test.evaluate,
         "visrank": cfg.test.visrank,
-        "visrank_topk": cfg.test.visrank_topk,
-        "use_metric_cuhk03": cfg.cuhk03.use_metric_cuhk03,
-        "ranks": list(cfg.test.ranks),
-        "rerank": cfg.test.rerank,
+        "eval_settings": EvalSettings.from_cfg(cfg),
     }
 
 

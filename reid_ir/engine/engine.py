@@ -85,7 +85,7 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         scheduler: lr scheduler stepped once per epoch, or None.
         use_gpu: use CUDA when available.
         hooks: every hook of the run (``builder.build_hooks``); None: the standard list
-            (``hooks/standard.py``), scheduled by ``run()``'s torchreid-style arguments.
+            (``hooks/standard.py``), scheduled by ``run()``'s arguments.
         class_counts: (C,) training images per class, as the loss was built with;
             None: counted here (``reid_ir.data.build.train_class_counts``).
         stop_on_nan: raise :class:`NonFiniteLossError` on a NaN/inf loss.
@@ -200,30 +200,33 @@ class ReidEngine(EvaluationMixin, compat.engine.Engine):
         open_layers: Sequence[str] | None = None,
         start_eval: int = 0,
         eval_freq: int = -1,
-        test_only: bool = False,
-        dist_metric: str = "euclidean",
-        normalize_feature: bool = False,
+        evaluate: bool = False,
         visrank: bool = False,
-        visrank_topk: int = 10,
-        use_metric_cuhk03: bool = False,
-        ranks: Sequence[int] = (1, 5, 10, 20),
-        rerank: bool = False,
+        eval_settings: EvalSettings | None = None,
     ) -> dict:
-        """torchreid's ``Engine.run`` signature; trains with hooks, then evaluates.
+        """Trains with hooks, then evaluates; or only evaluates.
+
+        The training arguments are torchreid's ``Engine.run`` ones (``train.*`` keys);
+        the evaluation ones are named as the config names them (``test.*``), the settings
+        in one object (``builder.engine_run_kwargs`` maps a config to all of them).
+
+        Args:
+            save_dir: the run folder (``data.save_dir``).
+            max_epoch, start_epoch, print_freq, fixbase_epoch, open_layers: ``train.*``.
+            start_eval, eval_freq: ``test.*``: when the standard evaluation hook of an engine
+                built without a hook list evaluates (``build_engine``'s hooks have the config's).
+            evaluate: ``test.evaluate``: evaluate only (:meth:`test`), no training.
+            visrank: ``test.visrank``: with ``evaluate``, also write ranked-result images.
+            eval_settings: how to evaluate (``EvalSettings.from_cfg(cfg)``; None: its defaults):
+                with ``evaluate``, and, like ``eval_freq``, in that standard hook.
 
         Returns:
             The metrics of the last evaluation, per target dataset.
         """
         self.save_dir = str(save_dir)
         Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-        settings = EvalSettings(
-            dist_metric=dist_metric,
-            normalize_feature=normalize_feature,
-            ranks=tuple(ranks),
-            rerank=rerank,
-            visrank_topk=visrank_topk,
-        )
-        if test_only:
+        settings = eval_settings or EvalSettings()
+        if evaluate:
             return self.test(settings, save_dir=save_dir, visrank=visrank)
         if self._hooks_from_run:  # no hook list given: run()'s arguments schedule the standard ones
             evaluation = self.find_hook(EvaluationHook)

@@ -1,4 +1,4 @@
-"""A 2-epoch training run on tiny synthetic data, its checkpoint and an exact resume."""
+"""A 2-epoch training run on tiny synthetic data, its checkpoint, an exact resume and an evaluation."""
 
 from pathlib import Path
 
@@ -8,6 +8,7 @@ import torch
 from reid_ir.config import load_cfg
 from reid_ir.engine.builder import build_engine, engine_run_kwargs
 from reid_ir.engine.checkpoint import load_checkpoint
+from reid_ir.evaluation.settings import EvalSettings
 
 TINY = Path(__file__).resolve().parents[1] / "tiny.yaml"
 
@@ -73,3 +74,17 @@ def test_resumed_run_matches_uninterrupted_run(two_epoch_run, tmp_path):
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(straight.criterion.classifier.weight, resumed.criterion.classifier.weight)
+
+
+def test_evaluate_only_run_uses_every_test_key_of_the_config_under_its_own_name(two_epoch_run, tmp_path):
+    root, out, _ = two_epoch_run
+    cfg = tiny_cfg(root, tmp_path / "eval", 2, "model.load_weights", str(out / "checkpoints" / "epoch_002.pth"),
+                   "test.evaluate", "True", "test.dist_metric", "cosine", "test.ranks", "[1, 2]",
+                   "test.max_rank", "3", "test.rerank", "True", "test.rerank_k1", "4", "test.rerank_k2", "2")  # fmt: skip
+    kwargs = engine_run_kwargs(cfg)
+    assert kwargs["eval_settings"] == EvalSettings.from_cfg(cfg)
+    for name in set(kwargs) - {"eval_settings"}:  # the rest: config keys, not renamed
+        assert any(name in cfg[section] for section in ("data", "train", "test")), name
+    metrics = build_engine(cfg).run(**kwargs)["synthetic_market"]
+    assert (metrics["metric"], metrics["rerank"], len(metrics["cmc"])) == ("cosine", True, 3)
+    assert "rank2" in metrics and not (tmp_path / "eval" / "checkpoints").exists()

@@ -1,7 +1,7 @@
 """The one list of the hooks a run has, in run order (:func:`standard_hooks`).
 
 ``builder.build_hooks(cfg, criterion)`` fills its arguments from a config; an engine built
-without a hook list uses it with ``run()``'s torchreid-style arguments.
+without a hook list uses it with ``run()``'s arguments.
 """
 
 from __future__ import annotations
