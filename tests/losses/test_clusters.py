@@ -18,20 +18,6 @@ from reid_ir.losses.clusters import (
 )
 
 
-def _blobs(num_classes=5, per_class=(1, 3, 8, 20, 40), modes=3, dim=8, seed=0):
-    """Unit features: class c has per_class[c] images spread over `modes` tight modes."""
-    g = torch.Generator().manual_seed(seed)
-    feats, pids = [], []
-    for c in range(num_classes):
-        centers = F.normalize(torch.randn(modes, dim, generator=g), dim=1)
-        n = per_class[c]
-        which = torch.arange(n) % modes
-        feats.append(centers[which] + 0.05 * torch.randn(n, dim, generator=g))
-        pids.append(torch.full((n,), c))
-    perm = torch.randperm(sum(per_class), generator=g)
-    return torch.cat(feats)[perm], torch.cat(pids)[perm]
-
-
 def test_cluster_count_rule_gives_small_classes_fewer_clusters():
     assert num_clusters_for(1, 3, 4) == 1
     assert num_clusters_for(7, 3, 4) == 1
@@ -41,8 +27,8 @@ def test_cluster_count_rule_gives_small_classes_fewer_clusters():
     assert num_clusters_for(0, 3, 1) == 0
 
 
-def test_clusters_are_unit_sorted_by_class_and_assign_each_image_to_its_nearest_own_centroid():
-    feats, pids = _blobs()
+def test_clusters_are_unit_sorted_by_class_and_assign_each_image_to_its_nearest_own_centroid(blobs):
+    feats, pids = blobs()
     cents, labels, assign = cluster_per_class(
         feats, pids, max_clusters=3, min_cluster_size=2, seed=1
     )
@@ -60,8 +46,8 @@ def test_clusters_are_unit_sorted_by_class_and_assign_each_image_to_its_nearest_
     assert torch.bincount(assign, minlength=len(cents)).min() >= 1  # no empty cluster kept
 
 
-def test_clustering_is_deterministic_for_a_seed():
-    feats, pids = _blobs()
+def test_clustering_is_deterministic_for_a_seed(blobs):
+    feats, pids = blobs()
     a = cluster_per_class(feats, pids, 3, 1, seed=7)
     b = cluster_per_class(feats, pids, 3, 1, seed=7)
     for x, y in zip(a, b, strict=True):
@@ -80,8 +66,8 @@ def test_pad_centroids_places_each_class_in_its_row_and_masks_padding():
     assert torch.equal(padded[2, 1], cents[3]) and torch.equal(padded[1], torch.zeros(2, 3))
 
 
-def test_bank_refresh_holds_cluster_per_class_result_with_its_settings():
-    feats, pids = _blobs()
+def test_bank_refresh_holds_cluster_per_class_result_with_its_settings(blobs):
+    feats, pids = blobs()
     bank = ClusterBank(
         num_classes=5, clusters_per_class=3, min_cluster_size=2, kmeans_iters=10, seed=4
     )
@@ -97,8 +83,8 @@ def test_bank_refresh_holds_cluster_per_class_result_with_its_settings():
     assert bank.padded(dtype=torch.float64)[0] is padded  # cached until the next refresh
 
 
-def test_cluster_state_round_trip_restores_the_same_clusters():
-    feats, pids = _blobs()
+def test_cluster_state_round_trip_restores_the_same_clusters(blobs):
+    feats, pids = blobs()
     bank = ClusterBank(num_classes=5, clusters_per_class=3, min_cluster_size=2)
     bank.refresh(feats, pids, epochs_done=1)
     state = bank.cluster_state()
@@ -126,8 +112,8 @@ def test_set_clusters_refuses_labels_out_of_range_or_unsorted():
         bank.set_clusters(cents, torch.tensor([1, 0]), torch.zeros(0, dtype=torch.long))
 
 
-def test_clusters_for_another_class_count_are_refused():
-    feats, pids = _blobs()
+def test_clusters_for_another_class_count_are_refused(blobs):
+    feats, pids = blobs()
     bank = ClusterBank(num_classes=5)
     bank.refresh(feats, pids)
     with pytest.raises(ValueError, match="5 classes"):
@@ -145,7 +131,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _distributed_worker(rank: int, world: int, port: int, out_dir: str, data: list) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -153,7 +139,7 @@ def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        feats, pids = _blobs(seed=rank)  # ranks see different features; rank 0's clusters must win
+        feats, pids = data[rank]  # ranks see different features; rank 0's clusters must win
         bank = ClusterBank(num_classes=5, clusters_per_class=3, min_cluster_size=2)
         bank.refresh(feats, pids)
         torch.save(bank.cluster_state(), os.path.join(out_dir, f"rank{rank}.pt"))
@@ -161,12 +147,15 @@ def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_distributed_ranks_hold_rank0_clusters(tmp_path):
+def test_distributed_ranks_hold_rank0_clusters(tmp_path, blobs):
     torch.multiprocessing.spawn(
-        _distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True
+        _distributed_worker,
+        args=(2, _free_port(), str(tmp_path), [blobs(seed=r) for r in range(2)]),
+        nprocs=2,
+        join=True,
     )
     s0, s1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    expected = cluster_per_class(*_blobs(seed=0), 3, 2)
+    expected = cluster_per_class(*blobs(seed=0), 3, 2)
     for name, ref in zip(("centroids", "centroid_labels", "assignments"), expected, strict=True):
         assert torch.equal(s0[name], s1[name])
         assert torch.equal(s0[name], ref)

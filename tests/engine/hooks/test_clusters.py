@@ -7,7 +7,6 @@ import logging
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from reid_ir.config.defaults import get_cfg
 from reid_ir.engine.hooks.base import PRIORITY_STATE
@@ -15,20 +14,6 @@ from reid_ir.engine.hooks.clusters import ClusterHook, cluster_hooks
 from reid_ir.losses import build_loss, build_loss_from_cfg
 from reid_ir.losses.clusters import ClusterBank
 from reid_ir.losses.triplet import WithTriplet
-
-
-def _blobs(num_classes=5, per_class=(1, 3, 8, 20, 40), modes=3, dim=8, seed=0):
-    """Unit features: class c has per_class[c] images spread over `modes` tight modes."""
-    g = torch.Generator().manual_seed(seed)
-    feats, pids = [], []
-    for c in range(num_classes):
-        centers = F.normalize(torch.randn(modes, dim, generator=g), dim=1)
-        n = per_class[c]
-        which = torch.arange(n) % modes
-        feats.append(centers[which] + 0.05 * torch.randn(n, dim, generator=g))
-        pids.append(torch.full((n,), c))
-    perm = torch.randperm(sum(per_class), generator=g)
-    return torch.cat(feats)[perm], torch.cat(pids)[perm]
 
 
 class FakeTrainer:
@@ -78,8 +63,8 @@ def test_builder_refuses_two_banks_and_a_bank_without_a_refresh_period():
         cluster_hooks(no_period)
 
 
-def test_before_train_clusters_a_fresh_run_and_after_epoch_refreshes_on_schedule():
-    feats, pids = _blobs()
+def test_before_train_clusters_a_fresh_run_and_after_epoch_refreshes_on_schedule(blobs):
+    feats, pids = blobs()
     trainer = FakeTrainer(feats, pids)
     hook = _hook(refresh_epochs=2)
     hook.trainer = trainer
@@ -94,8 +79,8 @@ def test_before_train_clusters_a_fresh_run_and_after_epoch_refreshes_on_schedule
     assert len(hook.bank.assignments) == len(pids)
 
 
-def test_refresh_period_zero_clusters_only_at_the_start():
-    trainer = FakeTrainer(*_blobs())
+def test_refresh_period_zero_clusters_only_at_the_start(blobs):
+    trainer = FakeTrainer(*blobs())
     hook = _hook(refresh_epochs=0)
     hook.trainer = trainer
     hook.before_train()
@@ -105,8 +90,8 @@ def test_refresh_period_zero_clusters_only_at_the_start():
     assert trainer.extract_calls == 1
 
 
-def test_checkpoint_round_trip_restores_clusters_and_skips_reclustering():
-    feats, pids = _blobs()
+def test_checkpoint_round_trip_restores_clusters_and_skips_reclustering(blobs):
+    feats, pids = blobs()
     trainer = FakeTrainer(feats, pids)
     hook = _hook(seed=3)
     hook.trainer = trainer
@@ -136,8 +121,8 @@ def test_checkpoint_round_trip_restores_clusters_and_skips_reclustering():
         assert torch.equal(a, b)
 
 
-def test_checkpoint_without_clusters_warns_then_reclusters(caplog):
-    trainer = FakeTrainer(*_blobs())
+def test_checkpoint_without_clusters_warns_then_reclusters(caplog, blobs):
+    trainer = FakeTrainer(*blobs())
     hook = _hook()
     hook.trainer = trainer
     with caplog.at_level(logging.WARNING):
@@ -147,8 +132,8 @@ def test_checkpoint_without_clusters_warns_then_reclusters(caplog):
     assert trainer.extract_calls == 1 and hook.bank.has_clusters
 
 
-def test_checkpoint_for_another_class_count_is_refused():
+def test_checkpoint_for_another_class_count_is_refused(blobs):
     hook = _hook()
-    hook.bank.refresh(*_blobs())
+    hook.bank.refresh(*blobs())
     with pytest.raises(ValueError, match="5 classes"):
         _hook(num_classes=6).load_state_dict(hook.state_dict())
