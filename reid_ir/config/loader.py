@@ -17,7 +17,7 @@ import ast
 import difflib
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,11 +265,12 @@ def check_ranges(cfg: CN, ranges: Mapping[str, Check] = RANGES) -> None:
                 raise ConfigError(f"{key} = {value!r} is out of range: expected {expected}")
 
 
-def load_cfg(path: str | os.PathLike | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
+def load_cfg(path: str | os.PathLike | Sequence[str | os.PathLike] | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
     """Defaults, then the YAML ``path`` (if given), then ``opts``.
 
     Args:
-        path: YAML config file; ``_BASE_`` files are merged first.
+        path: YAML config file, or several merged in order (a later file wins);
+            each file's ``_BASE_`` files are merged first.
         opts: flat list of KEY VALUE overrides.
         freeze: freeze the returned node.
 
@@ -281,8 +282,9 @@ def load_cfg(path: str | os.PathLike | None = None, opts: Iterable[str] = (), fr
             missing file or invalid YAML.
     """
     cfg = get_cfg()
-    if path:
-        merge_from_file(cfg, path)
+    for p in [path] if isinstance(path, (str, os.PathLike)) else path or []:
+        if p:
+            merge_from_file(cfg, p)
     merge_from_list(cfg, opts)
     check_ranges(cfg)
     if freeze:

@@ -1,4 +1,9 @@
-"""setup(args) -> cfg, main(args) -> exit code: what ``tools/train_net.py`` runs.
+"""parse_args(argv) -> args, setup(args) -> cfg, main(args) -> exit code: ``tools/train_net.py``.
+
+The command line is ``[--config-file FILE]... [--eval-only] [--resume [PATH]] [--visrank N]
+KEY VALUE ...``: the options may come before, between or after the overrides, and
+``--config-file`` may be given more than once (merged in order, a later file wins, e.g.
+``configs/methods/clmle.yaml`` then ``configs/datasets/dukemtmcreid.yaml``).
 
 Exit codes: 0 done; 2 bad input (config, data, output folder, checkpoint; one
 log line says what and where); 3 training diverged (NaN/inf loss, weights or
@@ -7,6 +12,7 @@ features; the last good checkpoint is kept).
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import logging.handlers
@@ -35,6 +41,79 @@ def is_config_key(name: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+#: the options and how many values each takes ("?": an optional PATH)
+OPTIONS = {"--config-file": 1, "--eval-only": 0, "--resume": "?", "--visrank": 1, "--help": 0, "-h": 0}
+
+
+def _option(token: str) -> str | None:
+    """The option ``token`` names (exactly, or by an unambiguous prefix of a long option)."""
+    if token in OPTIONS:
+        return token
+    found = [o for o in OPTIONS if o.startswith("--") and len(token) > 2 and o.startswith(token)]
+    return found[0] if len(found) == 1 else None
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split a command line into (options with their values, KEY VALUE overrides).
+
+    Options may come before, between or after the overrides. A token in a key position that
+    starts with ``-`` is an option (an unknown one is left for argparse to report); a value
+    is never taken for an option, so ``train.lr -1e-3`` works. ``--resume`` takes the next
+    token as its PATH unless it is a config key that is no existing file ("--resume KEY VALUE"
+    resumes data.save_dir's run). Everything after ``--`` is overrides.
+    """
+    options: list[str] = []
+    opts: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            opts += argv[i:]
+            break
+        if len(opts) % 2 or not token.startswith("-"):  # a value, or a key
+            opts.append(token)
+            continue
+        name, eq, _ = token.partition("=")
+        option = _option(name)
+        options.append(option + token[len(name) :] if option else token)
+        if option is None or eq:
+            continue
+        nargs = OPTIONS[option]
+        if nargs == 1 and i < len(argv):
+            options.append(argv[i])
+            i += 1
+        elif nargs == "?" and i < len(argv) and not argv[i].startswith("-"):
+            nxt = argv[i]
+            if Path(nxt).exists() or not is_config_key(nxt):
+                options.append(nxt)
+                i += 1
+    return options, opts
+
+
+def parse_args(argv: list[str], description: str | None = None) -> argparse.Namespace:
+    """The command line ``argv`` (without the program name) -> options and ``opts`` (KEY VALUE ...).
+
+    ``config_file`` is a list (empty: the defaults only); ``description`` heads ``--help``.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", action="append", default=[], metavar="FILE",
+                        help="YAML config (may use _BASE_); give it again to merge more files in order, "
+                             "a later one winning (a method, then configs/datasets/<dataset>.yaml)")  # fmt: skip
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only evaluate the weights of model.load_weights, --resume or model.pretrained")  # fmt: skip
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="PATH",
+                        help="resume from a checkpoint file or run folder (default: data.save_dir's last checkpoint)")  # fmt: skip
+    parser.add_argument("--visrank", type=int, default=0, metavar="N", help="write ranked results of N queries")
+    parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
+    # split first: argparse.REMAINDER read options after the overrides as keys, and
+    # argparse alone would read an override's value such as -1e-3 as an option
+    options, opts = split_argv(list(argv))
+    args = parser.parse_args(options)
+    args.opts = opts
+    return args
 
 
 def check_weights_to_evaluate(cfg: Any) -> None:
@@ -115,7 +194,7 @@ def setup(args: Any):
     opts = list(args.opts or [])
     if opts and opts[0] == "--":
         opts = opts[1:]
-    cfg = load_cfg(args.config_file or None, opts, freeze=False)
+    cfg = load_cfg(args.config_file, opts, freeze=False)
     if args.eval_only:
         cfg.test.evaluate = True
     if args.visrank:
@@ -136,7 +215,7 @@ def setup(args: Any):
     _hold_start_log()
     logger.info(
         "config %s -> output %s (%d process%s)",
-        args.config_file or "(defaults)",
+        " + ".join(args.config_file) or "(defaults)",
         cfg.data.save_dir,
         world,
         "es" if world > 1 else "",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from reid_ir.data.checked import CorruptImageError, check_readable, image_problem
 from reid_ir.data.synthetic import generate_synthetic_dataset
+from reid_ir.engine.run import main, parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / "tests" / "tiny.yaml"
@@ -75,14 +75,11 @@ def test_a_corrupt_jpeg_stops_the_run_before_any_step(tmp_path, caplog, monkeypa
     monkeypatch.setattr(
         ReidEngine, "train", lambda self, *a, **k: epochs.append(self.epoch) or train(self, *a, **k)
     )
-    spec = importlib.util.spec_from_file_location("train_net", REPO / "tools" / "train_net.py")
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
     out = tmp_path / "out"
     argv = ["--config-file", str(TINY_YAML), "train.max_epoch", "1", "train.num_threads", "1",
             "data.root", str(root), "data.save_dir", str(out)]  # fmt: skip
     with caplog.at_level(logging.INFO):
-        code = train_net.main(train_net.parse_args(argv))
+        code = main(parse_args(argv))
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert code == 2 and len(errors) == 1 and f"cannot decode image {train_img}" in errors[0]
     assert epochs == [], "the corrupt image was found only after training had started"

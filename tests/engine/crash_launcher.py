@@ -1,4 +1,4 @@
-"""Runs ``tools/train_net.py`` and stops dead at a chosen point, for the kill -9 tests.
+"""Runs the train_net command line (reid_ir.engine.run) and stops dead at a chosen point, for the kill -9 tests.
 
     python tests/engine/crash_launcher.py POINT MARKER [train_net.py arguments...]
     python tests/engine/crash_launcher.py --serve
@@ -24,7 +24,6 @@ production code carries no test switches:
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -32,8 +31,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pause(marker: str) -> None:
@@ -97,27 +94,20 @@ def install(point: str, marker: str) -> None:
         raise ValueError(f"unknown pause point {point!r}")
 
 
-def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "tools" / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(argv: list[str]) -> int:
     """``crash_launcher.py POINT MARKER args...`` -> train_net's exit code."""
     point, marker, rest = argv[0], argv[1], argv[2:]
     install(point, marker)
-    train_net = _train_net()
-    return train_net.launch(train_net.main, train_net.parse_args(rest))
+    from reid_ir.engine.launch import launch
+    from reid_ir.engine.run import main, parse_args
+
+    return launch(main, parse_args(rest))
 
 
 def serve() -> None:
     """Fork one training process per request line on stdin (see the module docstring)."""
     import reid_ir.engine.builder  # noqa: F401 - the expensive imports, once
     import reid_ir.engine.run  # noqa: F401
-
-    _train_net()
     for line in sys.stdin:
         req = json.loads(line)
         pid = os.fork()

@@ -1,4 +1,4 @@
-"""Runs ``tools/train_net.py``'s main under torchrun and records what each rank holds, for the DDP test.
+"""Runs the train_net command line (reid_ir.engine.run) under torchrun and records what each rank holds, for the DDP test.
 
     torchrun --standalone --nproc_per_node 2 tests/engine/record_launcher.py PREFIX ARGS... [+ ARGS...]
 
@@ -16,15 +16,12 @@ process group. For run i, rank r writes ``PREFIX.run{i}.rank{r}.json``:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def digest(tensors) -> str:
@@ -38,6 +35,8 @@ def main(argv: list[str]) -> int:
     from reid_ir.engine import builder, evaluation
     from reid_ir.engine import checkpoint as ckpt
     from reid_ir.engine.hooks.base import PRIORITY_DIAGNOSTICS, HookBase
+    from reid_ir.engine.run import main as train_net_main
+    from reid_ir.engine.run import parse_args
     from reid_ir.losses.clusters import ClusterBank
 
     prefix, rest = argv[0], argv[1:]
@@ -84,14 +83,11 @@ def main(argv: list[str]) -> int:
     ckpt.atomic_write_text = spy(ckpt.atomic_write_text, 0)
     evaluation.write_evaluation = spy(evaluation.write_evaluation, 1)
 
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "tools" / "train_net.py")
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
     worst = 0
     for i, args in enumerate(runs):
         record.clear()
         record.update({"steps": [], "epochs": [], "writes": []})
-        record["exit"] = train_net.main(train_net.parse_args(args))
+        record["exit"] = train_net_main(parse_args(args))
         worst = max(worst, record["exit"])
         Path(f"{prefix}.run{i}.rank{rank}.json").write_text(json.dumps(record))
     if torch.distributed.is_initialized():

@@ -3,7 +3,6 @@ naming the path, key or value and what was expected; never a silent overwrite or
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -14,8 +13,8 @@ import torch
 
 from reid_ir.data.synthetic import generate_synthetic_dataset
 from reid_ir.engine.hooks.base import HookBase
+from reid_ir.engine.run import main, parse_args
 
-REPO = Path(__file__).resolve().parents[2]
 SYN = dict(num_train_ids=6, num_test_ids=4, images_per_camera=2, num_cameras=2, num_distractors=2,
            num_junk=2, image_size=(64, 32), seed=0)  # fmt: skip
 TINY = [
@@ -31,18 +30,12 @@ TINY = [
 SYNTHETIC = ["data.sources", "['synthetic_market']", "data.targets", "['synthetic_market']"]
 MARKET = ["data.sources", "['market1501']", "data.targets", "['market1501']"]
 
-_spec = importlib.util.spec_from_file_location("train_net", REPO / "tools" / "train_net.py")
-train_net = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_net)
-
 
 def cli(caplog, *args: str, resume: bool = False) -> tuple[int, list[str]]:
     """``tools/train_net.py ARGS`` in-process -> (exit code, error lines logged)."""
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        code = train_net.main(
-            train_net.parse_args([*(["--resume"] if resume else []), *TINY, *args])
-        )
+        code = main(parse_args([*(["--resume"] if resume else []), *TINY, *args]))
     return code, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -7,27 +7,24 @@ failed attempt; a new folder must not be created at all.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import shutil
 from pathlib import Path
 
 import pytest
 
+from reid_ir.engine.run import main, parse_args
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_YAML = REPO / "tests" / "tiny.yaml"
 FAST = ["train.max_epoch", "1", "train.num_threads", "1"]
-
-_spec = importlib.util.spec_from_file_location("train_net", REPO / "tools" / "train_net.py")
-train_net = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_net)
 
 
 def cli(caplog, *args: str) -> tuple[int, list[str]]:
     """``tools/train_net.py --config-file tests/tiny.yaml ARGS`` in-process -> (exit code, errors)."""
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        code = train_net.main(train_net.parse_args(["--config-file", str(TINY_YAML), *FAST, *args]))
+        code = main(parse_args(["--config-file", str(TINY_YAML), *FAST, *args]))
     return code, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -54,7 +51,7 @@ def finished_run(tmp_path_factory):
         "data.save_dir",
         str(out),
     ]
-    assert train_net.main(train_net.parse_args(argv)) == 0
+    assert main(parse_args(argv)) == 0
     assert (out / "config.yaml").is_file() and (out / "log.txt").is_file()
     return root, out
 
