@@ -124,7 +124,7 @@ run_opts+=(model.pretrained False train.fixbase_epoch 0 train.max_epoch "$epochs
 # ---------------------------------------------------------------------- runs
 for loss in "${losses[@]}"; do
     say "training $loss on $dataset for $epochs epoch(s)"
-    "$python" - "$repo/configs/market1501/$loss.yaml" "$out/$loss" "$cpu_mode" \
+    "$python" - "$repo/configs/methods/$loss.yaml" "$out/$loss" "$cpu_mode" \
         "${run_opts[@]}" data.save_dir "$out/$loss" <<'EOF'
 import json
 import logging

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reproduce the Market-1501 (or DukeMTMC-reID) tables: methods x splits x seeds.
 
-Each cell runs tools/train_net.py on a composed config (method + split + preset);
+Each cell runs tools/train_net.py on a composed config (method + dataset + split + preset);
 finished cells are skipped and a killed cell resumes from its checkpoint. The
 table (Markdown + CSV) and plots go to --out; run folders (checkpoints) to --work-dir.
 

@@ -1,7 +1,7 @@
 """The reproduction grid: methods x splits x seeds, each cell one ``train_net`` run.
 
 A cell is a folder ``<work_dir>/<split>/<method>/seed<k>/`` holding a composed
-``cell.yaml`` (``_BASE_`` = method config + split config + preset), the run's
+``cell.yaml`` (``_BASE_`` = method config + dataset config + split config + preset), the run's
 output and, when finished, ``final_metrics.json``. Running the grid again skips
 finished cells and resumes a killed cell from its last checkpoint; every cell
 goes through ``tools/train_net.py`` in a subprocess, the same code path a user runs.
@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 TRAIN_NET = REPO / "tools" / "train_net.py"
 
-#: The methods of the tables and the config of each under configs/<dataset>/.
+#: The methods of the tables, each a config under configs/methods/.
 DEFAULT_METHODS = (
     "softmax", "weighted_softmax", "class_balanced", "am_softmax", "ir_am_softmax",
     "unpg_am_softmax", "unpg_ir_am_softmax", "clmle",
@@ -97,25 +97,34 @@ class Cell:
         return (self.folder / "checkpoints" / "last_checkpoint").is_file()
 
 
-def method_config(dataset: str, method: str) -> tuple[Path | None, list[str]]:
+def method_config(method: str) -> tuple[Path | None, list[str]]:
     """Config file and extra overrides of ``method``.
 
-    A method is a YAML under ``configs/<dataset>/`` or, failing that, any name in
+    A method is a YAML under ``configs/methods/`` or, failing that, any name in
     the loss registry (run on ``configs/base.yaml`` with ``loss.name <method>``).
 
     Raises:
         ValueError: neither a config nor a registered loss, listing both.
     """
-    path = CONFIGS / dataset / f"{method}.yaml"
+    path = CONFIGS / "methods" / f"{method}.yaml"
     if path.is_file():
         return path, []
     from reid_ir.losses import LOSSES
 
     if method in LOSSES:
         return None, ["loss.name", method]
-    known = sorted(p.stem for p in (CONFIGS / dataset).glob("*.yaml"))
-    raise ValueError(f"unknown method {method!r}: no configs/{dataset}/{method}.yaml and no such loss; "
+    known = sorted(p.stem for p in (CONFIGS / "methods").glob("*.yaml"))
+    raise ValueError(f"unknown method {method!r}: no configs/methods/{method}.yaml and no such loss; "
                      f"configs: {known}; losses: {LOSSES.names()}")
+
+
+def dataset_config(dataset: str) -> Path:
+    """``configs/datasets/<dataset>.yaml``; unknown names list the known ones."""
+    path = CONFIGS / "datasets" / f"{dataset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIGS / "datasets").glob("*.yaml"))
+        raise ValueError(f"unknown dataset {dataset!r}: known datasets {known}")
+    return path
 
 
 def split_config(dataset: str, split: str) -> Path:
@@ -129,11 +138,12 @@ def split_config(dataset: str, split: str) -> Path:
 
 def plan_cells(dataset: str, methods: Sequence[str], splits: Sequence[str], seeds: dict[str, Sequence[int]] | Sequence[int], work_dir: Path) -> list[Cell]:
     """The grid's cells; ``seeds`` is a list for every method or a per-method dict."""
+    dataset_config(dataset)
     cells = []
     for split in splits:
         split_config(dataset, split)
         for method in methods:
-            method_config(dataset, method)
+            method_config(method)
             method_seeds = seeds.get(method, seeds.get("*", [1])) if isinstance(seeds, dict) else seeds
             for seed in method_seeds:
                 cells.append(Cell(method, split, int(seed), work_dir / split / method / f"seed{seed}"))
@@ -199,9 +209,10 @@ def export_backbone(run_folder: Path, dest: Path) -> Path:
 
 
 def write_cell_config(cell: Cell, dataset: str, preset: str, root: str) -> Path:
-    """Compose ``cell.yaml``: method config, then split, then preset, then cell keys."""
-    method_path, extra = method_config(dataset, cell.method)
-    bases = [str(method_path or CONFIGS / "base.yaml"), str(split_config(dataset, cell.split)), str(CONFIGS / "presets" / f"{preset}.yaml")]
+    """Compose ``cell.yaml``: method config, then dataset, then split, then preset, then cell keys."""
+    method_path, extra = method_config(cell.method)
+    bases = [str(method_path or CONFIGS / "base.yaml"), str(dataset_config(dataset)), str(split_config(dataset, cell.split)),
+             str(CONFIGS / "presets" / f"{preset}.yaml")]
     body: dict = {"_BASE_": bases, "data": {"root": str(root), "save_dir": str(cell.folder)}, "train": {"seed": cell.seed}}
     if extra:
         body.setdefault("loss", {})["name"] = extra[1]

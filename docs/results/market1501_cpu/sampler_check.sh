@@ -14,7 +14,7 @@ cell() {  # name, then config overrides
     local name=$1; shift
     cat > "$OUT/$name.yaml" <<YAML
 _BASE_:
-- $PWD/configs/market1501/softmax.yaml
+- $PWD/configs/methods/softmax.yaml
 - $PWD/configs/market1501/splits/$SPLIT.yaml
 - $PWD/configs/presets/cpu.yaml
 YAML
