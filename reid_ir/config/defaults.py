@@ -274,6 +274,9 @@ _C.loss.ir.rule = "ema"
 _C.loss.ir.momentum = 0.9
 # center_loss: step alpha in c <- c - alpha sum(c - x) / (1 + n).
 _C.loss.ir.alpha = 0.5
+# Epochs that classify with learned class weights (as the head's twin does) while the centers
+# are tracked; then the centers become the weights. 0: centers from the first step.
+_C.loss.ir.warmup_epochs = 0
 
 _C.loss.weighted = CN()
 # Class weights of weighted_softmax: inverse (n_c ** -beta) or effective (Cui et al., 2019).

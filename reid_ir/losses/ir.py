@@ -7,7 +7,15 @@ that the loss updates itself after every training forward (rule ``loss.ir.rule``
 see ``reid_ir.losses.centers`` and ``docs/losses.md``). The centers get no
 gradient, move with ``.to(device)`` and are saved in the loss's state_dict, so an
 IR loss trains in a plain PyTorch loop as it does in the engine (call
-:meth:`start_epoch` at each epoch's start, which the ``epoch_mean`` rule needs).
+:meth:`start_epoch` at each epoch's start, which the ``epoch_mean`` rule and the
+warm-up need).
+
+Warm-up (``loss.ir.warmup_epochs`` N > 0): for the first N epochs the head
+classifies with learned class weights, as its twin (e.g. am_softmax) does, while
+the centers are tracked from the same features; from epoch N + 1 on the centers
+are the weights (the learned ones get no more gradient). It gives the centers a
+network whose features already separate identities, as the paper's fine-tuned
+backbones did.
 
 ============== ==========================================================
 ``loss.name``  logits
@@ -27,7 +35,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
+from reid_ir.errors import ConfigError
 from reid_ir.losses.base import LossOutput, ReidLoss
 from reid_ir.losses.centers import CenterBank
 from reid_ir.losses.margin import (
@@ -46,14 +56,22 @@ class CenterWeights:
     """Mixin: the class weights are the centers of a :class:`CenterBank` the loss keeps current.
 
     Put it before the head in the bases. It takes the center keyword
-    arguments (``rule``, ``momentum``, ``alpha``) and passes the rest to the head.
+    arguments (``rule``, ``momentum``, ``alpha``, ``warmup_epochs``) and passes the
+    rest to the head.
 
     Args:
         num_classes: C.
         feat_dim: D.
         rule, momentum, alpha: see :class:`CenterBank`.
+        warmup_epochs: epochs that classify with learned weights before the centers
+            take over (0: centers from the first step).
         class_counts: unused (accepted so every loss builds from the same arguments).
         **head_kwargs: the head's own arguments (scale, m, label_smooth, ...).
+
+    Attributes:
+        bank: the tracked centers.
+        weight: (C, D) learned class weights of the warm-up (only when ``warmup_epochs`` > 0).
+        epochs_started: () long buffer, epochs begun (:meth:`start_epoch`); checkpointed.
     """
 
     bank: CenterBank
@@ -65,26 +83,44 @@ class CenterWeights:
         rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
+        warmup_epochs: int = 0,
         class_counts: torch.Tensor | None = None,
         **head_kwargs: Any,
     ) -> None:
         self._center_args = (rule, momentum, alpha)
+        self.warmup_epochs = check_warmup(warmup_epochs)
         super().__init__(num_classes, feat_dim, **head_kwargs)
 
     def _build_class_weight(self) -> None:
         self.bank = CenterBank(self.num_classes, self.feat_dim, *self._center_args)
+        self.register_buffer("epochs_started", torch.zeros((), dtype=torch.long))
+        if self.warmup_epochs:
+            self.weight = nn.Parameter(torch.empty(self.num_classes, self.feat_dim))
+            nn.init.normal_(self.weight, 0.0, 0.01)
+
+    @property
+    def uses_centers(self) -> bool:
+        """True once the warm-up is over (always without one)."""
+        return not self.warmup_epochs or int(self.epochs_started) > self.warmup_epochs
 
     def class_weight(self) -> torch.Tensor:
-        """(C, D) tracked class centers (the class weights)."""
-        return self.bank.centers
+        """(C, D) the class weights: tracked centers, or the learned weights during the warm-up."""
+        return self.bank.centers if self.uses_centers else self.weight
 
-    def fixed_unit_weight(self) -> torch.Tensor:
-        """(C, D) the unit-norm centers: the class weights, without gradient."""
-        return self.bank.unit_centers()
+    def fixed_unit_weight(self) -> torch.Tensor | None:
+        """(C, D) the unit-norm centers (no gradient); None during the warm-up (learned weights)."""
+        return self.bank.unit_centers() if self.uses_centers else None
 
     def unit_cosines(self, unit_features: torch.Tensor) -> torch.Tensor:
-        """(B, C) cosines of unit-norm (B, D) features with the unit-norm centers."""
+        """(B, C) cosines of unit-norm (B, D) features with the unit-norm class weights."""
+        if not self.uses_centers:
+            return super().unit_cosines(unit_features)
         return unit_features @ self.fixed_unit_weight().t()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before the warm-up existed have no epoch count: keep ours (0)
+        state_dict.setdefault(prefix + "epochs_started", self.epochs_started.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def after_forward(self, features: torch.Tensor, targets: torch.Tensor) -> None:
         """The head's per-step state, then (training only) the centers see this batch."""
@@ -93,8 +129,9 @@ class CenterWeights:
             self.bank.update(features, targets)
 
     def start_epoch(self) -> None:
-        """A new epoch's averaging window for the centers (``epoch_mean``)."""
+        """A new epoch: the centers' averaging window (``epoch_mean``) and the warm-up's count."""
         self.bank.start_epoch()
+        self.epochs_started += 1
 
 
 class IRSoftmaxLoss(CenterWeights, ReidLoss):
@@ -102,6 +139,7 @@ class IRSoftmaxLoss(CenterWeights, ReidLoss):
 
     Args: ``num_classes``, ``feat_dim``, the center arguments of
     :class:`CenterWeights`, and ``label_smooth`` (epsilon, or True for 0.1).
+    During a warm-up the logits are x . w_j with learned w.
     """
 
     def __init__(
@@ -112,18 +150,21 @@ class IRSoftmaxLoss(CenterWeights, ReidLoss):
         rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
+        warmup_epochs: int = 0,
         class_counts: torch.Tensor | None = None,
     ) -> None:
         ReidLoss.__init__(self)
         self.num_classes, self.feat_dim = num_classes, feat_dim
         self._center_args = (rule, momentum, alpha)
+        self.warmup_epochs = check_warmup(warmup_epochs)
         self.epsilon = label_smooth_epsilon(label_smooth)
         self._build_class_weight()
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> LossOutput:
         """Args: features (B, D), targets (B,). Returns the loss and (B, C) logits."""
-        # a copy: after_forward updates the bank in place before the backward reads it
-        logits = features @ self.bank.centers.clone().t()
+        # centers: a copy, as after_forward updates the bank in place before the backward reads it
+        weight = self.bank.centers.clone() if self.uses_centers else self.weight
+        logits = features @ weight.t()
         loss = label_smoothed_cross_entropy(logits, targets, self.epsilon)
         self.after_forward(features, targets)
         return LossOutput(loss, logits)
@@ -141,10 +182,22 @@ class IRArcFaceLoss(CenterWeights, ArcFaceLoss):
     """IR-ArcFace: ArcFace whose class weights are the normalised centers."""
 
 
+def check_warmup(warmup_epochs: int) -> int:
+    """``loss.ir.warmup_epochs`` as an int >= 0.
+
+    Raises:
+        ConfigError: a negative or fractional count.
+    """
+    if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
+        raise ConfigError(f"loss.ir.warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
+    return int(warmup_epochs)
+
+
 def center_kwargs(cfg) -> dict:
     """The center arguments of :class:`CenterWeights` from ``loss.ir``."""
     ir = cfg.loss.ir
-    return {"rule": str(ir.rule), "momentum": float(ir.momentum), "alpha": float(ir.alpha)}
+    return {"rule": str(ir.rule), "momentum": float(ir.momentum), "alpha": float(ir.alpha),
+            "warmup_epochs": int(ir.warmup_epochs)}
 
 
 LOSSES.add(

@@ -95,6 +95,29 @@ def test_resumed_ir_run_matches_the_uninterrupted_run_bit_for_bit(ir_run, tmp_pa
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
+def test_warmup_run_hands_over_in_the_engine_and_resumes_across_the_hand_over(ir_run, tmp_path):
+    """loss.ir.warmup_epochs 1: epoch 1 trains learned weights, epochs 2-3 the centers;
+    a run stopped after epoch 1 and resumed ends bit for bit where the straight run does."""
+    root = ir_run[0]
+    warm = ["loss.ir.warmup_epochs", "1"]
+    straight = _train(_tiny(root, tmp_path / "straight", 3, *warm))
+    _train(_tiny(root, tmp_path / "resumed", 1, *warm))
+    resumed = _train(_tiny(root, tmp_path / "resumed", 3, *warm), resume=str(tmp_path / "resumed"))
+    for engine in (straight, resumed):
+        assert engine.criterion.uses_centers and int(engine.criterion.epochs_started) == 3
+        assert engine.criterion.weight.grad is None  # no gradient after the hand-over
+    one_epoch = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "epoch_001.pth")["criterion"]
+    assert int(one_epoch["epochs_started"]) == 1
+    assert torch.equal(one_epoch["weight"], straight.criterion.weight.cpu())  # frozen after epoch 1
+    torch.testing.assert_close(straight.criterion.weight, resumed.criterion.weight, rtol=0, atol=0)
+    assert torch.equal(straight.criterion.bank.centers, resumed.criterion.bank.centers)
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 @pytest.fixture(scope="module")
 def long_tail_root(tmp_path_factory):
     from reid_ir.data.synthetic import generate_synthetic_dataset

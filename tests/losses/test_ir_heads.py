@@ -136,7 +136,48 @@ def test_center_state_is_part_of_the_loss_state_dict(name):
         assert torch.equal(getattr(other.bank, key), getattr(loss.bank, key))
 
 
+@pytest.mark.parametrize("name", [*IR, "unpg_ir_am_softmax"])
+def test_warmup_classifies_with_learned_weights_then_hands_over_to_the_centers(name):
+    warmup = 2
+    loss = build_loss(name, num_classes=C, feat_dim=D, warmup_epochs=warmup)
+    learned = [p for p in loss.parameters() if p.shape == (C, D)]
+    assert len(learned) == 1
+    for epoch in range(1, warmup + 3):
+        loss.start_epoch()
+        x, y = _batch(epoch)
+        before = loss.class_weight().detach().clone()
+        x.requires_grad_(True)
+        loss.zero_grad(set_to_none=True)
+        loss(x, y).loss.backward()
+        in_warmup = epoch <= warmup
+        assert (learned[0].grad is not None) == in_warmup
+        assert torch.equal(before, learned[0].detach()) == in_warmup
+        assert x.grad.abs().sum() > 0
+        seen = torch.unique(y)
+        bank = getattr(loss, "head", loss).bank  # UNPG wraps the IR head
+        assert bank.seen[seen].all()  # centers are tracked during the warm-up too
+    # after the hand-over the head is the plain IR head over the same centers
+    plain = build_loss(name, num_classes=C, feat_dim=D)
+    plain.load_state_dict({k: v for k, v in loss.state_dict().items() if k in plain.state_dict()})
+    x, y = _batch(99)
+    torch.testing.assert_close(loss.eval()(x, y).loss, plain.eval()(x, y).loss)
+
+
+def test_warmup_count_is_checkpointed_and_old_state_dicts_still_load():
+    loss = build_loss("ir_am_softmax", num_classes=C, feat_dim=D, warmup_epochs=1)
+    for _ in range(2):
+        loss.start_epoch()
+    resumed = build_loss("ir_am_softmax", num_classes=C, feat_dim=D, warmup_epochs=1)
+    resumed.load_state_dict(loss.state_dict())
+    assert resumed.uses_centers and int(resumed.epochs_started) == 2
+    old = {k: v for k, v in build_loss("ir_am_softmax", num_classes=C, feat_dim=D).state_dict().items()
+           if not k.endswith("epochs_started")}
+    build_loss("ir_am_softmax", num_classes=C, feat_dim=D).load_state_dict(old)
+
+
 def test_invalid_center_settings_fail_at_construction_naming_the_key():
+    with pytest.raises(ValueError, match="loss.ir.warmup_epochs"):
+        build_loss("ir_am_softmax", num_classes=C, feat_dim=D, warmup_epochs=-1)
     with pytest.raises(ValueError, match="loss.ir.rule.*epoch_mean"):
         build_loss("ir_am_softmax", num_classes=C, feat_dim=D, rule="mean")
     with pytest.raises(ValueError, match="loss.ir.momentum"):
