@@ -97,6 +97,17 @@ def run_meta(cfg: Any) -> dict:
     }
 
 
+def warn_if_centers_never_take_over(cfg: Any, criterion: nn.Module) -> None:
+    """Warn when an IR head's warm-up (``loss.ir.warmup_epochs``) lasts the whole run:
+    the centers would never become the class weights (the run trains the learned-weight twin)."""
+    warmups = [m.warmup_epochs for m in criterion.modules() if getattr(m, "warmup_epochs", 0)]
+    if warmups and not cfg.test.evaluate and warmups[0] >= cfg.train.max_epoch:
+        logger.warning(
+            "loss.ir.warmup_epochs %d >= train.max_epoch %d: the IR centers never become the class "
+            "weights, so this run trains the learned-weight head only", warmups[0], cfg.train.max_epoch,
+        )
+
+
 def check_names(cfg: Any) -> None:
     """Fail fast on an unknown loss or sampler name, before any data is read.
 
@@ -168,6 +179,7 @@ def build_engine(cfg: Any) -> ReidEngine:
         load_model_weights(model, cfg.model.load_weights)
     class_counts = train_class_counts(datamanager)  # once: the loss and the engine's hooks
     criterion = build_loss_from_cfg(cfg, datamanager.num_train_pids, model.feat_dim, class_counts)
+    warn_if_centers_never_take_over(cfg, criterion)
     optimizer = compat.optim.build_optimizer(
         TrainableModules(model, criterion), **optimizer_kwargs(cfg)
     )

@@ -118,6 +118,13 @@ def test_warmup_run_hands_over_in_the_engine_and_resumes_across_the_hand_over(ir
         assert torch.equal(a, b), name
 
 
+def test_a_warmup_as_long_as_the_run_is_warned_about(ir_run, tmp_path, caplog):
+    cfg = _tiny(ir_run[0], tmp_path / "w", 2, "loss.ir.warmup_epochs", "2")
+    with caplog.at_level("WARNING", logger="reid_ir"):
+        build_engine(cfg)
+    assert "loss.ir.warmup_epochs 2 >= train.max_epoch 2" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def long_tail_root(tmp_path_factory):
     from reid_ir.data.synthetic import generate_synthetic_dataset
