@@ -41,7 +41,7 @@ def test_a_method_composes_with_every_dataset(method, dataset):
 def test_a_reproduce_cell_has_the_method_loss_and_the_split_data(method, dataset, tmp_path):
     cell = reproduce.Cell(method, "long_tail_rho10", 4, tmp_path / "cell")
     cfg = load_cfg(reproduce.write_cell_config(cell, dataset, "cpu", "root"))
-    alone = load_cfg(CONFIGS / "methods" / f"{method}.yaml")
+    alone = load_cfg([CONFIGS / "methods" / f"{method}.yaml", CONFIGS / "presets" / "cpu.yaml"])
     split = load_cfg(CONFIGS / dataset / "splits" / "long_tail_rho10.yaml")
     assert (cfg.loss.dump(), cfg.sampler.dump()) == (alone.loss.dump(), alone.sampler.dump())
     assert (cfg.data.sources, cfg.data.targets) == (split.data.sources, split.data.targets)
