@@ -94,14 +94,16 @@ class CenterWeights:
     def _build_class_weight(self) -> None:
         self.bank = CenterBank(self.num_classes, self.feat_dim, *self._center_args)
         self.register_buffer("epochs_started", torch.zeros((), dtype=torch.long))
+        self._epochs_seen = 0  # host-side copy of epochs_started
         if self.warmup_epochs:
             self.weight = nn.Parameter(torch.empty(self.num_classes, self.feat_dim))
             nn.init.normal_(self.weight, 0.0, 0.01)
 
     @property
     def uses_centers(self) -> bool:
-        """True once the warm-up is over (always without one)."""
-        return not self.warmup_epochs or int(self.epochs_started) > self.warmup_epochs
+        """True once the warm-up is over (always without one). Read from a host-side copy of
+        ``epochs_started`` so a step on the GPU does not wait for the device."""
+        return not self.warmup_epochs or self._epochs_seen > self.warmup_epochs
 
     def class_weight(self) -> torch.Tensor:
         """(C, D) the class weights: tracked centers, or the learned weights during the warm-up."""
@@ -121,6 +123,7 @@ class CenterWeights:
         # checkpoints written before the warm-up existed have no epoch count: keep ours (0)
         state_dict.setdefault(prefix + "epochs_started", self.epochs_started.clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._epochs_seen = int(self.epochs_started)
 
     def after_forward(self, features: torch.Tensor, targets: torch.Tensor) -> None:
         """The head's per-step state, then (training only) the centers see this batch."""
@@ -132,6 +135,7 @@ class CenterWeights:
         """A new epoch: the centers' averaging window (``epoch_mean``) and the warm-up's count."""
         self.bank.start_epoch()
         self.epochs_started += 1
+        self._epochs_seen += 1
 
 
 class IRSoftmaxLoss(CenterWeights, ReidLoss):
