@@ -266,12 +266,16 @@ _C.loss.margin.sphere_lambda_min = 5.0
 
 _C.loss.ir = CN()
 # Center update rule of IR heads (named 'rule': 'update' would shadow CfgNode.update): ema,
-# epoch_mean (mean of the class's features since the epoch started), center_loss or exact
-# (class means recomputed over the training set every epoch). ema was best on validation
-# identities; docs/losses.md compares them.
+# count_ema (ema with a per-epoch momentum, so rarely sampled classes do not lag), epoch_mean
+# (mean of the class's features since the epoch started), center_loss or exact (class means
+# recomputed over the training set every epoch). ema was best on validation identities;
+# docs/losses.md compares them.
 _C.loss.ir.rule = "ema"
 # ema: momentum mu in c <- mu c + (1 - mu) batch-mean.
 _C.loss.ir.momentum = 0.9
+# count_ema: momentum mu_e per epoch; a class seen a times in its last epoch uses mu_e ** (1 / a)
+# per appearance, so every class keeps mu_e of its epoch-old center.
+_C.loss.ir.epoch_momentum = 0.5
 # center_loss: step alpha in c <- c - alpha sum(c - x) / (1 + n).
 _C.loss.ir.alpha = 0.5
 # Epochs that classify with learned class weights (as the head's twin does) while the centers

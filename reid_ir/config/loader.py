@@ -213,6 +213,7 @@ RANGES: dict[str, Check] = {
     "loss.margin.sphere_lambda_min": _ge(0),
     "loss.ir.momentum": _closed(0, 1),
     "loss.ir.alpha": _left_open(0, 1),
+    "loss.ir.epoch_momentum": _closed(0, 1),
     "loss.ir.warmup_epochs": _ge(0),
     "loss.weighted.beta": _ge(0),
     "loss.weighted.gamma": _half_open(0, 1),

@@ -14,6 +14,11 @@ Rules (``loss.ir.rule``), for the classes of a batch:
   (no blend with the zero start, no pass over the data before training);
 * ``ema`` (default, best on validation identities, docs/losses.md):
   c <- mu c + (1 - mu) batch mean (mu per appearance);
+* ``count_ema``: ``ema`` whose momentum is per *epoch*: a class that appeared
+  a times in its last epoch uses mu_e ** (1 / a) per appearance, so every class
+  keeps mu_e of its epoch-old center, however rarely it is sampled (``ema``
+  keeps mu ** a: 0.9 for a class seen once an epoch, 0.12 for one seen 20 times).
+  A class not yet counted over a whole epoch uses a = 1;
 * ``epoch_mean``: the center is the mean of every feature of the
   class seen since the epoch started (:meth:`CenterBank.start_epoch`); a class
   not seen yet this epoch keeps its last epoch's mean. A class seen once an
@@ -37,7 +42,7 @@ from torch import nn
 from reid_ir.errors import ConfigError
 
 #: Center update rules (``loss.ir.rule``).
-UPDATE_RULES = ("epoch_mean", "ema", "center_loss", "exact")
+UPDATE_RULES = ("epoch_mean", "ema", "count_ema", "center_loss", "exact")
 
 
 class CenterBank(nn.Module):
@@ -47,13 +52,16 @@ class CenterBank(nn.Module):
         num_classes: C.
         feat_dim: D.
         rule: one of :data:`UPDATE_RULES`.
-        momentum: ``ema``'s mu in [0, 1].
+        momentum: ``ema``'s mu in [0, 1] (per appearance).
         alpha: ``center_loss``'s step.
+        epoch_momentum: ``count_ema``'s mu_e in [0, 1] (per epoch).
 
     Buffers:
         centers (C, D); seen (C,) bool, the class has a center; epoch_sums (C, D)
         and epoch_counts (C,): the features of each class since :meth:`start_epoch`
-        (``epoch_mean``).
+        (``epoch_mean``); appearances (C,): the batches each class was in since
+        :meth:`start_epoch`, and last_appearances (C,): that count over the class's
+        last epoch in which it appeared (1 before any; ``count_ema``).
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class CenterBank(nn.Module):
         rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
+        epoch_momentum: float = 0.5,
     ) -> None:
         super().__init__()
         if rule not in UPDATE_RULES:
@@ -73,12 +82,23 @@ class CenterBank(nn.Module):
             raise ConfigError(f"loss.ir.momentum must be in [0, 1], got {momentum}")
         if alpha <= 0:
             raise ConfigError(f"loss.ir.alpha must be > 0, got {alpha}")
+        if not 0.0 <= epoch_momentum <= 1.0:
+            raise ConfigError(f"loss.ir.epoch_momentum must be in [0, 1], got {epoch_momentum}")
         self.num_classes, self.feat_dim = num_classes, feat_dim
         self.rule, self.momentum, self.alpha = rule, float(momentum), float(alpha)
+        self.epoch_momentum = float(epoch_momentum)
         self.register_buffer("centers", torch.zeros(num_classes, feat_dim))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         self.register_buffer("epoch_sums", torch.zeros(num_classes, feat_dim))
         self.register_buffer("epoch_counts", torch.zeros(num_classes))
+        self.register_buffer("appearances", torch.zeros(num_classes))
+        self.register_buffer("last_appearances", torch.ones(num_classes))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before count_ema existed lack its counts: keep ours (no epoch yet)
+        for name in ("appearances", "last_appearances"):
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def unit_centers(self) -> torch.Tensor:
@@ -87,9 +107,16 @@ class CenterBank(nn.Module):
 
     @torch.no_grad()
     def start_epoch(self) -> None:
-        """Start a new averaging window (``epoch_mean``): centers stay until their class reappears."""
+        """Start a new averaging window (``epoch_mean``, ``count_ema``'s appearance count).
+
+        Centers stay until their class reappears; a class absent from the ending
+        epoch keeps the appearance count of its last epoch.
+        """
         self.epoch_sums.zero_()
         self.epoch_counts.zero_()
+        counted = self.appearances > 0
+        self.last_appearances.copy_(torch.where(counted, self.appearances, self.last_appearances))
+        self.appearances.zero_()
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
@@ -115,6 +142,9 @@ class CenterBank(nn.Module):
             ).unsqueeze(1)
         elif self.rule == "ema":
             new = torch.lerp(mean, old, self.momentum)
+        elif self.rule == "count_ema":
+            per_appearance = self.epoch_momentum ** self.last_appearances.index_select(0, classes).reciprocal()
+            new = torch.lerp(mean, old, per_appearance.unsqueeze(1))
         elif self.rule == "center_loss":
             new = old - self.alpha * (counts * old - sums) / (1 + counts)
         else:  # exact: recomputed per epoch (CenterBank.recompute), first appearance only here
@@ -123,6 +153,7 @@ class CenterBank(nn.Module):
         new = torch.where(first.unsqueeze(1), mean, new)
         self.centers.index_copy_(0, classes, new)
         self.seen.index_fill_(0, classes, True)
+        self.appearances.index_add_(0, classes, torch.ones_like(counts.squeeze(1)))
 
     @torch.no_grad()
     def recompute(self, features: torch.Tensor, targets: torch.Tensor) -> None:

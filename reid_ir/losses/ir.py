@@ -56,13 +56,13 @@ class CenterWeights:
     """Mixin: the class weights are the centers of a :class:`CenterBank` the loss keeps current.
 
     Put it before the head in the bases. It takes the center keyword
-    arguments (``rule``, ``momentum``, ``alpha``, ``warmup_epochs``) and passes the
+    arguments (``rule``, ``momentum``, ``alpha``, ``epoch_momentum``, ``warmup_epochs``) and passes the
     rest to the head.
 
     Args:
         num_classes: C.
         feat_dim: D.
-        rule, momentum, alpha: see :class:`CenterBank`.
+        rule, momentum, alpha, epoch_momentum: see :class:`CenterBank`.
         warmup_epochs: epochs that classify with learned weights before the centers
             take over (0: centers from the first step).
         class_counts: unused (accepted so every loss builds from the same arguments).
@@ -83,11 +83,12 @@ class CenterWeights:
         rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
+        epoch_momentum: float = 0.5,
         warmup_epochs: int = 0,
         class_counts: torch.Tensor | None = None,
         **head_kwargs: Any,
     ) -> None:
-        self._center_args = (rule, momentum, alpha)
+        self._center_args = (rule, momentum, alpha, epoch_momentum)
         self.warmup_epochs = check_warmup(warmup_epochs)
         super().__init__(num_classes, feat_dim, **head_kwargs)
 
@@ -201,7 +202,7 @@ def center_kwargs(cfg) -> dict:
     """The center arguments of :class:`CenterWeights` from ``loss.ir``."""
     ir = cfg.loss.ir
     return {"rule": str(ir.rule), "momentum": float(ir.momentum), "alpha": float(ir.alpha),
-            "warmup_epochs": int(ir.warmup_epochs)}
+            "epoch_momentum": float(ir.epoch_momentum), "warmup_epochs": int(ir.warmup_epochs)}
 
 
 LOSSES.add(

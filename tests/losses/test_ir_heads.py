@@ -110,6 +110,47 @@ def test_ema_and_center_loss_follow_their_formulas_after_the_first_appearance():
             torch.testing.assert_close(bank.centers[c], want)
 
 
+def test_count_ema_keeps_the_epoch_momentum_per_epoch_whatever_the_class_size():
+    """A class seen a times in its last epoch uses mu_e ** (1 / a) per appearance."""
+    mu_e = 0.25
+    bank = CenterBank(C, D, rule="count_ema", epoch_momentum=mu_e).double()
+    y_epoch = [torch.tensor([0, 0, 1, 2]), torch.tensor([0, 3]), torch.tensor([0, 1])]
+    for y in y_epoch:  # epoch 1: class 0 in 3 batches, class 1 in 2, classes 2 and 3 in 1
+        bank.update(torch.randn(len(y), D, dtype=torch.float64), y)
+    assert bank.appearances[:5].tolist() == [3, 2, 1, 1, 0]
+    assert (bank.last_appearances == 1).all()  # nothing counted over a whole epoch yet
+    bank.start_epoch()
+    assert bank.last_appearances[:5].tolist() == [3, 2, 1, 1, 1] and (bank.appearances == 0).all()
+
+    start = bank.centers.clone()
+    for step in range(3):  # epoch 2: class 0 in each of its 3 batches, class 2 in the first only
+        y = torch.tensor([0, 0, 2]) if step == 0 else torch.tensor([0])
+        x = torch.randn(len(y), D, dtype=torch.float64)
+        old = bank.centers.clone()
+        bank.update(x, y)
+        torch.testing.assert_close(bank.centers[0], torch.lerp(x[y == 0].mean(0), old[0], mu_e ** (1 / 3)))
+        if step == 0:
+            torch.testing.assert_close(bank.centers[2], torch.lerp(x[2], old[2], mu_e))
+    # after the epoch both classes keep mu_e of their epoch-old centers (plain ema: 0.25 ** 3 vs 0.25)
+    assert torch.equal(bank.centers[1], start[1]) and torch.equal(bank.centers[3], start[3])
+    bank.start_epoch()  # class 1 and 3 were not seen in epoch 2: they keep their epoch-1 counts
+    assert bank.last_appearances[:4].tolist() == [3, 2, 1, 1]
+
+
+def test_old_center_state_without_appearance_counts_still_loads():
+    bank = CenterBank(C, D, rule="count_ema")
+    bank.update(*_batch(11))
+    state = {k: v for k, v in bank.state_dict().items() if "appearances" not in k}
+    fresh = CenterBank(C, D, rule="count_ema")
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.centers, bank.centers) and (fresh.last_appearances == 1).all()
+
+
+def test_bad_epoch_momentum_names_its_key():
+    with pytest.raises(ValueError, match="loss.ir.epoch_momentum"):
+        CenterBank(C, D, rule="count_ema", epoch_momentum=1.5)
+
+
 def test_exact_changes_centers_only_at_first_appearance_and_recompute_sets_exact_means():
     bank = CenterBank(C, D, rule="exact")
     x0, y0 = _batch(9)

@@ -64,7 +64,7 @@ def test_exact_rule_recomputes_means_each_epoch_but_not_after_the_last():
     assert trainer.extract_calls == 1, "the last epoch's centers are never used: no extra pass"
 
 
-@pytest.mark.parametrize("rule", ["epoch_mean", "ema", "center_loss"])
+@pytest.mark.parametrize("rule", ["epoch_mean", "ema", "count_ema", "center_loss"])
 def test_per_step_rules_never_make_a_feature_pass(rule):
     x, y = _train_set()
     hook = CenterTrackerHook(CenterBank(C, D, rule=rule))
@@ -108,7 +108,7 @@ def test_update_touches_only_the_batch_rows_of_a_large_center_table():
     assert changed == [5, 123, 99_999]
 
 
-@pytest.mark.parametrize("rule", ["epoch_mean", "ema"])
+@pytest.mark.parametrize("rule", ["epoch_mean", "ema", "count_ema"])
 def test_resume_from_the_loss_state_dict_continues_bit_for_bit(rule):
     x, y = _train_set(seed=4)
     batches = [(x[i : i + 12] * (1 + 0.1 * i), y[i : i + 12]) for i in range(0, 48, 12)]
@@ -117,14 +117,19 @@ def test_resume_from_the_loss_state_dict_continues_bit_for_bit(rule):
         bank.update(xb, yb)
     buf = io.BytesIO()
     torch.save(bank.state_dict(), buf)
-    for xb, yb in batches[2:]:
-        bank.update(xb, yb)
+
+    def next_epoch(b):  # the epoch boundary right after the checkpoint, then two batches
+        b.start_epoch()
+        for xb, yb in batches[2:]:
+            b.update(xb, yb)
+
+    next_epoch(bank)
     buf.seek(0)
     resumed = CenterBank(C, D, rule=rule, momentum=0.9)
     resumed.load_state_dict(torch.load(buf))
-    for xb, yb in batches[2:]:
-        resumed.update(xb, yb)
+    next_epoch(resumed)
     assert torch.equal(resumed.centers, bank.centers)
+    assert torch.equal(resumed.last_appearances, bank.last_appearances)
 
 
 def test_hook_state_round_trips_and_rejects_a_different_number_of_classes():
@@ -155,7 +160,7 @@ def _ddp_worker(rank, world, init_file, x, y, out_file, rule):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("rule", ["epoch_mean", "ema", "center_loss", "exact"])
+@pytest.mark.parametrize("rule", ["epoch_mean", "ema", "count_ema", "center_loss", "exact"])
 def test_distributed_ranks_hold_identical_centers_equal_to_single_process(tmp_path, rule):
     x, y = _train_set(seed=5)
     ctx = mp.get_context("fork")
