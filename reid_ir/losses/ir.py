@@ -88,9 +88,12 @@ class CenterWeights:
         class_counts: torch.Tensor | None = None,
         **head_kwargs: Any,
     ) -> None:
+        self._set_center_args(rule, momentum, alpha, epoch_momentum, warmup_epochs)
+        super().__init__(num_classes, feat_dim, **head_kwargs)
+
+    def _set_center_args(self, rule, momentum, alpha, epoch_momentum, warmup_epochs) -> None:
         self._center_args = (rule, momentum, alpha, epoch_momentum)
         self.warmup_epochs = check_warmup(warmup_epochs)
-        super().__init__(num_classes, feat_dim, **head_kwargs)
 
     def _build_class_weight(self) -> None:
         self.bank = CenterBank(self.num_classes, self.feat_dim, *self._center_args)
@@ -155,13 +158,13 @@ class IRSoftmaxLoss(CenterWeights, ReidLoss):
         rule: str = "ema",
         momentum: float = 0.9,
         alpha: float = 0.5,
+        epoch_momentum: float = 0.5,
         warmup_epochs: int = 0,
         class_counts: torch.Tensor | None = None,
     ) -> None:
         ReidLoss.__init__(self)
         self.num_classes, self.feat_dim = num_classes, feat_dim
-        self._center_args = (rule, momentum, alpha)
-        self.warmup_epochs = check_warmup(warmup_epochs)
+        self._set_center_args(rule, momentum, alpha, epoch_momentum, warmup_epochs)
         self.epsilon = label_smooth_epsilon(label_smooth)
         self._build_class_weight()
 
