@@ -13,7 +13,7 @@
 # At commits after 5aec623 the CPU preset sets loss.ir.warmup_epochs 5; these cells ran without a
 # warm-up, so the override `loss.ir.warmup_epochs 0` below reproduces them at later commits (at
 # af0cc1c the key does not exist: drop it there). Likewise the CPU preset sets loss.unpg.whisker 0
-# after d4ef49e; these cells ran with 1.5.
+# from bf28324 on; these cells ran with 1.5.
 set -euo pipefail
 OUT=${OUT:-output/tables/market1501_warm_start}
 PY=${PY:-python}
