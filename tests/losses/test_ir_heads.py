@@ -288,3 +288,15 @@ def test_ir_head_forward_and_feature_gradient_equal_the_plain_product():
     (want,) = torch.autograd.grad(ref, xr)
     torch.testing.assert_close(out.loss, ref)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", [*IR, "unpg_ir_am_softmax"])
+def test_every_ir_head_takes_the_center_rule_keys_from_the_config(name):
+    from reid_ir.config import get_cfg
+    from reid_ir.losses import build_loss_from_cfg
+
+    cfg = get_cfg()
+    cfg.loss.name = name
+    cfg.loss.ir.rule, cfg.loss.ir.epoch_momentum = "count_ema", 0.3
+    banks = [m for m in build_loss_from_cfg(cfg, num_classes=C, feat_dim=D).modules() if isinstance(m, CenterBank)]
+    assert len(banks) == 1 and banks[0].rule == "count_ema" and banks[0].epoch_momentum == 0.3
