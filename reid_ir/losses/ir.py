@@ -7,8 +7,8 @@ that the loss updates itself after every training forward (rule ``loss.ir.rule``
 see ``reid_ir.losses.centers`` and ``docs/losses.md``). The centers get no
 gradient, move with ``.to(device)`` and are saved in the loss's state_dict, so an
 IR loss trains in a plain PyTorch loop as it does in the engine (call
-:meth:`start_epoch` at each epoch's start, which the ``epoch_mean`` rule and the
-warm-up need).
+:meth:`start_epoch` at each epoch's start, which the ``epoch_mean`` and
+``count_ema`` rules and the warm-up need).
 
 Warm-up (``loss.ir.warmup_epochs`` N > 0): for the first N epochs the head
 classifies with learned class weights, as its twin (e.g. am_softmax) does, while
@@ -136,7 +136,7 @@ class CenterWeights:
             self.bank.update(features, targets)
 
     def start_epoch(self) -> None:
-        """A new epoch: the centers' averaging window (``epoch_mean``) and the warm-up's count."""
+        """A new epoch: the centers' window (``epoch_mean``, ``count_ema``) and the warm-up's count."""
         self.bank.start_epoch()
         self.epochs_started += 1
         self._epochs_seen += 1
