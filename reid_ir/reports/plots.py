@@ -308,3 +308,52 @@ def plot_epoch_curves(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_sweep(
+    panels: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]],
+    path: str | os.PathLike,
+    ylabel: str,
+    references: dict[str, float] | None = None,
+    title: str = "",
+) -> str:
+    """A one-factor-at-a-time sweep: one panel per swept key, one curve per method.
+
+    Args:
+        panels: ``{swept key (x-axis label): {curve label: (x values (N,), y values (N,))}}``;
+            a curve joins the mean at each x (labelled); every point is also drawn.
+        path: output PNG path.
+        ylabel: y-axis label (the metric).
+        references: ``{label: value}`` drawn as dashed horizontal lines in every panel (e.g. a
+            baseline that has no swept key).
+        title: figure title.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: No panel, or a panel without curves.
+    """
+    if not panels or not all(panels.values()):
+        raise ValueError("plot_sweep needs at least one panel, each with a curve")
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    for k, (xlabel, curves) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for j, (label, (xs, ys)) in enumerate(curves.items()):
+            xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+            grid = np.unique(xs)
+            means = np.array([ys[xs == x].mean() for x in grid])
+            ax.plot(grid, means, marker="o", color=f"C{j}", label=label)
+            ax.scatter(xs, ys, s=10, color=f"C{j}", alpha=0.5)
+            for x, y in zip(grid, means):
+                ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
+        for j, (label, value) in enumerate((references or {}).items()):
+            ax.axhline(value, linestyle="--", linewidth=1, color=f"C{len(curves) + j}", label=f"{label} ({value:.1f})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
