@@ -291,19 +291,32 @@ def plot_epoch_curves(
     Raises:
         ValueError: No panel, or a panel without curves.
     """
-    if not panels or not all(panels.values()):
-        raise ValueError("plot_epoch_curves needs at least one panel, each with a curve")
-    fig = Figure(figsize=(4.2 * len(panels), 3.4))
-    for k, (ylabel, curves) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, len(panels), k + 1)
+    fig, axes = _panel_row(panels, "plot_epoch_curves")
+    for ax, (ylabel, curves) in zip(axes, panels.items()):
         for label, (epochs, values) in curves.items():
             xs, ys = np.asarray(epochs, dtype=float), np.asarray(values, dtype=float)
             ax.plot(xs, ys, marker=".", label=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
+        _label_panel(ax, "epoch", ylabel)
+    return _finish(fig, path, title)
+
+
+def _panel_row(panels: dict, caller: str) -> tuple[Figure, list]:
+    """A figure with one axes per panel in a row; ValueError without panels or curves."""
+    if not panels or not all(panels.values()):
+        raise ValueError(f"{caller} needs at least one panel, each with a curve")
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    return fig, [fig.add_subplot(1, len(panels), k + 1) for k in range(len(panels))]
+
+
+def _label_panel(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6)
+
+
+def _finish(fig: Figure, path: str | os.PathLike, title: str) -> str:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -334,11 +347,8 @@ def plot_sweep(
     Raises:
         ValueError: No panel, or a panel without curves.
     """
-    if not panels or not all(panels.values()):
-        raise ValueError("plot_sweep needs at least one panel, each with a curve")
-    fig = Figure(figsize=(4.2 * len(panels), 3.4))
-    for k, (xlabel, curves) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, len(panels), k + 1)
+    fig, axes = _panel_row(panels, "plot_sweep")
+    for ax, (xlabel, curves) in zip(axes, panels.items()):
         for j, (label, (xs, ys)) in enumerate(curves.items()):
             xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
             grid = np.unique(xs)
@@ -349,11 +359,5 @@ def plot_sweep(
                 ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
         for j, (label, value) in enumerate((references or {}).items()):
             ax.axhline(value, linestyle="--", linewidth=1, color=f"C{len(curves) + j}", label=f"{label} ({value:.1f})")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+        _label_panel(ax, xlabel, ylabel)
+    return _finish(fig, path, title)
