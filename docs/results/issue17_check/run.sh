@@ -11,9 +11,11 @@
 # 2. Test: long_tail_rho50 (all 751 ids), standard Market-1501 query/gallery, seeds 1 and 2
 #    (one lane each): ir_am_softmax (winning rule), am_softmax, softmax, unpg_ir_am_softmax,
 #    all with the new defaults (bnneck, label smoothing 0.1 for every head).
-# Ran at commit 1a44e12. Later commits' CPU preset adds loss.ir.warmup_epochs 5 (5aec623) and
-# loss.unpg.whisker 0 (bf28324), both chosen on validation afterwards: to reproduce these cells
-# there, append `loss.ir.warmup_epochs 0 loss.unpg.whisker 1.5` to each command.
+# Ran at commit 1a44e12. Later commits' CPU preset adds loss.ir.warmup_epochs 5 (5aec623),
+# loss.unpg.whisker 0 (bf28324) and chosen on validation afterwards: to reproduce these cells
+# loss.margin.scale 10 (this session's sweep, run_sweep.sh), all chosen on validation afterwards:
+# to reproduce these cells there, append `loss.ir.warmup_epochs 0 loss.unpg.whisker 1.5
+# loss.margin.scale 30` to each command.
 set -euo pipefail
 OUT=${OUT:-output/issue17_check}
 PY=${PY:-python}

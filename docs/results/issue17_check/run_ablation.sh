@@ -5,6 +5,8 @@
 #   2. am_softmax, to see whether validation ranks it against ir_am_softmax as the test split does,
 #   3. ir_am_softmax (ema) without the neck (model.neck none): is it the neck?
 # One torch thread per cell; 1 ran beside unpg_ir_am_softmax's test cell, 2 and 3 side by side.
+# Ran at commit 1a44e12, like run.sh: to reproduce at a later commit append run.sh's
+# `loss.ir.warmup_epochs 0 loss.unpg.whisker 1.5 loss.margin.scale 30` to each command.
 set -euo pipefail
 OUT=${OUT:-output/issue17_check}
 PY=${PY:-python}

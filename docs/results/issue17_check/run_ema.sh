@@ -3,6 +3,8 @@
 # ir_am_softmax with the new neck and label smoothing, so ema became the default; this runs the
 # test cells of run.sh for ir_am_softmax with it (seeds 1 and 2, two cells side by side, one torch
 # thread each, same code as run.sh). Then the table over every test cell.
+# Ran at commit 1a44e12, like run.sh: to reproduce at a later commit append run.sh's
+# `loss.ir.warmup_epochs 0 loss.unpg.whisker 1.5 loss.margin.scale 30` to each command.
 set -euo pipefail
 OUT=${OUT:-output/issue17_check}
 PY=${PY:-python}

@@ -14,6 +14,8 @@
 # warm-up, so the override `loss.ir.warmup_epochs 0` below reproduces them at later commits (at
 # af0cc1c the key does not exist: drop it there). Likewise the CPU preset sets loss.unpg.whisker 0
 # from bf28324 on; these cells ran with 1.5.
+# These cells ran at s 30, the CPU preset's scale until run_sweep.sh chose 10 on validation:
+# loss.margin.scale 30 below keeps them reproducible.
 set -euo pipefail
 OUT=${OUT:-output/tables/market1501_warm_start}
 PY=${PY:-python}
@@ -21,4 +23,4 @@ $PY tools/reproduce_tables.py --protocol warm_start --dataset market1501 --root 
     --methods softmax ir_am_softmax am_softmax unpg_ir_am_softmax clmle class_balanced weighted_softmax \
     --splits long_tail_rho50 --seeds 1 2 3 --jobs 2 --threads 1 --pretrain-seed 1 \
     --pretrain-opts "train.max_epoch 20" --work-dir "$OUT" --out docs/results/market1501_warm_start \
-    train.max_epoch 6 loss.ir.warmup_epochs 0 loss.unpg.whisker 1.5
+    train.max_epoch 6 loss.ir.warmup_epochs 0 loss.unpg.whisker 1.5 loss.margin.scale 30
