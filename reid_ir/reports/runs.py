@@ -61,10 +61,13 @@ def run_row(run: Path, keys: Sequence[str], target: str | None = None, name: str
 
     Raises:
         KeyError: a key missing from the config, or a target missing from the results.
-        ValueError: several targets and none chosen.
+        ValueError: several targets and none chosen, or a file that does not parse.
     """
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    final = json.loads((run / "final_metrics.json").read_text())
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        final = json.loads((run / "final_metrics.json").read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise ValueError(f"{run}: unreadable config.yaml or final_metrics.json ({e})") from e
     results = final["results"]
     if target is None:
         if len(results) != 1:

@@ -70,6 +70,12 @@ def test_run_row_names_the_missing_target(sweep):
         run_row(sweep / "softmax" / "seed1", ["loss.name"], target="test")
 
 
+def test_a_corrupt_run_file_is_named(sweep):
+    (sweep / "softmax" / "seed1" / "final_metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="softmax/seed1: unreadable"):
+        run_row(sweep / "softmax" / "seed1", ["loss.name"])
+
+
 def test_tool_writes_table_and_one_sweep_panel_per_base_key(tool, sweep, tmp_path):
     out = tmp_path / "summary"
     argv = [str(sweep), "--keys", "loss.name", "loss.margin.scale", "loss.margin.m", "--out", str(out)]
