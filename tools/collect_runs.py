@@ -91,6 +91,16 @@ def sweep_panels(rows: list[dict], group: str, base: dict[str, float], metric: s
     return panels
 
 
+def reference_lines(rows: list[dict], group: str, references: list[str], metric: str) -> dict[str, float]:
+    """``{"softmax (n runs)": mean metric}`` for each --reference value that has runs."""
+    lines = {}
+    for value in references:
+        values = [r[metric] for r in rows if str(r[group]) == value and metric in r]
+        if values:
+            lines[f"{value} ({len(values)} run{'s' if len(values) > 1 else ''})"] = sum(values) / len(values)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
@@ -121,11 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if not panels:
             logger.warning("no run at the --base point: no sweep plot")
             break
-        refs = {
-            f"{r[args.group]} ({r['run'].split('/')[0]})": r[metric]
-            for r in rows
-            if str(r[args.group]) in args.reference
-        }
+        refs = reference_lines(rows, args.group, args.reference, metric)
         path = plot_sweep(panels, out / f"sweep_{metric}.png", f"{metric} (%)", refs, title=args.title)
         logger.info("wrote %s", path)
     return 0

@@ -95,6 +95,13 @@ def test_tool_writes_table_and_one_sweep_panel_per_base_key(tool, sweep, tmp_pat
     assert "softmax" not in panels["loss.margin.m"]
 
 
+def test_reference_lines_average_every_run_of_the_reference(tool, sweep):
+    fake_run(sweep / "softmax" / "seed2", "softmax", 30.0, 0.35, 0.62, seed=2)
+    rows = tool.collect_runs([sweep], ["loss.name"])
+    lines = tool.reference_lines(rows, "loss.name", ["softmax", "arcface"], "rank1")
+    assert list(lines) == ["softmax (2 runs)"] and lines["softmax (2 runs)"] == pytest.approx(60.0)
+
+
 def test_tool_rejects_bad_base_and_empty_roots_with_a_clear_message(tool, sweep, tmp_path, caplog):
     out = str(tmp_path / "o")
     assert tool.main([str(sweep), "--out", out, "--group", "loss.name", "--base", "loss.margin.m"]) == 2
@@ -103,6 +110,13 @@ def test_tool_rejects_bad_base_and_empty_roots_with_a_clear_message(tool, sweep,
     assert "not one of --keys" in caplog.text
     assert tool.main([str(tmp_path / "missing"), "--out", out]) == 2
     assert "no such run folder" in caplog.text
+    assert tool.main([str(sweep), "--out", out, "--keys", "loss.margin.m", "--base", "loss.margin.m=1"]) == 2
+    assert "--base needs --group" in caplog.text
+    (sweep / "softmax" / "seed1" / "final_metrics.json").write_text(
+        json.dumps({"train_seconds": 1.0, "results": {"a": {"rank1": 0.5}, "b": {"rank1": 0.5}}})
+    )
+    assert tool.main([str(sweep), "--out", out]) == 2
+    assert "several evaluation targets ['a', 'b']" in caplog.text
     (tmp_path / "empty").mkdir()
     assert tool.main([str(tmp_path / "empty"), "--out", out]) == 2
     assert "no finished run" in caplog.text
